@@ -1,0 +1,192 @@
+"""HDF5 image reading: shuffled, streamed, prefetched batches in [-1, 1].
+
+A data file holds one dataset `images`: uint8, [N, height, width, channel].
+
+Training order. The reader walks an endless stream that is the concatenation
+of one permutation of range(N) per epoch; the permutation of epoch e is drawn
+from a generator seeded by (random_seed, e). A batch is the next `batch`
+positions of the stream, so it may span two epochs, every epoch still visits
+each image exactly once, and the batch of training step s is fixed by (seed, s):
+a resumed run reads exactly the batches an uninterrupted run would.
+
+Memory. Files up to `memory_limit_mb` are read whole once; larger files are
+read batch by batch (sorted indices, one HDF5 read per batch), so memory does
+not grow with the number of images. A background thread assembles batches
+into a bounded queue so that reading overlaps the training step.
+"""
+import os
+import queue
+import threading
+
+import h5py
+import numpy as np
+
+from utils.errors import UserError
+
+DATASET = 'images'
+DEFAULT_MEMORY_LIMIT_MB = 512  # files up to this size are loaded whole
+
+
+class DataError(UserError):
+    """A data file is missing or does not match the flags; the message says how to fix it."""
+
+
+def to_float(images):
+    """uint8 [0, 255] => float32 [-1, 1]."""
+    return images.astype(np.float32) / 127.5 - 1.0
+
+
+def open_images(path, height, width, channel):
+    """Opens `path` and checks its `images` dataset against the flags.
+
+    Returns (h5py.File, dataset). Raises DataError naming the problem and
+    the fix when the file is missing, unreadable, or of the wrong dtype/shape.
+    """
+    if not os.path.isfile(path):
+        raise DataError(f'data file {path} not found: check --data_dir and the '
+                        f'file name flags, or make it with utils.prepare_data')
+    try:
+        handle = h5py.File(path, 'r')
+    except OSError as err:
+        raise DataError(f'{path} is not a readable HDF5 file ({err}); '
+                        f'recreate it with utils.prepare_data') from None
+    try:
+        images = _check_images(handle, path, (height, width, channel))
+    except DataError:
+        handle.close()
+        raise
+    return handle, images
+
+
+def _check_images(handle, path, expected):
+    if DATASET not in handle or not isinstance(handle[DATASET], h5py.Dataset):
+        raise DataError(f'{path} has no dataset "{DATASET}"; recreate it with '
+                        f'utils.prepare_data')
+    images = handle[DATASET]
+    if images.dtype != np.uint8:
+        raise DataError(f'{path}: "{DATASET}" is {images.dtype}, expected uint8 '
+                        f'in [0, 255]; recreate it with utils.prepare_data')
+    if images.ndim != 4:
+        raise DataError(f'{path}: "{DATASET}" has shape {images.shape}, expected '
+                        f'[N, height, width, channel]')
+    if images.shape[0] == 0:
+        raise DataError(f'{path}: "{DATASET}" holds no images')
+    found = tuple(images.shape[1:])
+    if found != tuple(expected):
+        fix = ' '.join(f'--{name}={value}' for name, value, want in
+                       zip(('height', 'width', 'channel'), found, expected)
+                       if value != want)
+        raise DataError(f'{path} holds {found[0]}x{found[1]}x{found[2]} images but '
+                        f'the flags say {expected[0]}x{expected[1]}x{expected[2]}: '
+                        f'set {fix} or use matching data')
+    return images
+
+
+def epoch_permutation(num_images, seed, epoch):
+    """The visiting order of epoch `epoch`: a permutation of range(num_images)."""
+    return np.random.default_rng([seed, epoch]).permutation(num_images)
+
+
+class IndexStream:
+    """Image indices of the training stream, `batch` at a time, from a start position."""
+
+    def __init__(self, num_images, batch, seed, start_step=0):
+        self.num_images = num_images
+        self.batch = batch
+        self.seed = seed
+        self.position = start_step * batch
+        self._epoch = None
+        self._order = None
+
+    def _order_of(self, epoch):
+        if epoch != self._epoch:
+            self._epoch, self._order = epoch, epoch_permutation(
+                self.num_images, self.seed, epoch)
+        return self._order
+
+    def next(self):
+        """The next `batch` indices of the stream (they may cross into a new epoch)."""
+        parts, needed = [], self.batch
+        while needed:
+            epoch, offset = divmod(self.position, self.num_images)
+            take = min(needed, self.num_images - offset)
+            parts.append(self._order_of(epoch)[offset:offset + take])
+            self.position += take
+            needed -= take
+        return np.concatenate(parts)
+
+
+def read_rows(images, indices):
+    """images[indices] for any index order, with one sorted HDF5 read."""
+    unique, inverse = np.unique(indices, return_inverse=True)
+    return images[unique][inverse]
+
+
+class BatchReader:
+    """Endless shuffled training batches from one HDF5 file, prefetched in a thread.
+
+    batch_at_step(s) semantics: the first next_batch() returns the batch of
+    training step `start_step`, the following ones steps start_step+1, ...
+    """
+
+    def __init__(self, path, height, width, channel, batch, seed, start_step=0,
+                 prefetch=8, memory_limit_mb=DEFAULT_MEMORY_LIMIT_MB):
+        self._file, images = open_images(path, height, width, channel)
+        self.num_images = images.shape[0]
+        if images.size <= memory_limit_mb * 2 ** 20:
+            images = images[...]
+        self._images = images
+        self._stream = IndexStream(self.num_images, batch, seed, start_step)
+        self._queue = queue.Queue(maxsize=prefetch)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, daemon=True,
+                                        name='batch-reader')
+        self._thread.start()
+
+    def _fill(self):
+        try:
+            while not self._stop.is_set():
+                batch = to_float(read_rows(self._images, self._stream.next()))
+                self._put(batch)
+        except Exception as err:  # handed to the consumer, which re-raises it
+            self._put(err)
+
+    def _put(self, item):
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def next_batch(self):
+        """The next float32 batch [batch, height, width, channel] in [-1, 1]."""
+        item = self._queue.get()
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def close(self):
+        """Stops the prefetch thread and closes the file."""
+        self._stop.set()
+        self._thread.join()
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def sequential_batches(path, height, width, channel, batch, limit=None):
+    """Yields float32 batches of the first `limit` images (all if None), in file order.
+
+    For validation and evaluation, which must see the same images every time.
+    The last batch may be smaller.
+    """
+    handle, images = open_images(path, height, width, channel)
+    with handle:
+        count = images.shape[0] if limit is None else min(limit, images.shape[0])
+        for start in range(0, count, batch):
+            yield to_float(images[start:min(start + batch, count)])

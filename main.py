@@ -1,0 +1,217 @@
+"""MSVAE: flags, their validation, and dispatch on --action.
+
+    python main.py                                  # train on the bundled MNIST
+    python main.py --action=predict                 # sample from the latest checkpoint
+    python main.py --flagfile=configs/celeba128.flags
+"""
+import os
+import sys
+import tempfile
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TensorFlow's C++ start-up chatter out
+
+from absl import app, flags  # noqa: E402  (absl comes with TensorFlow)
+
+from utils import checkpoints, shapes  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+
+ACTIONS = ('train', 'predict')
+
+# ---- training
+flags.DEFINE_integer('max_step', 3000, 'train until this global step')
+flags.DEFINE_integer('test_step', 500, 'validate on valid_data every this many steps')
+flags.DEFINE_integer('save_step', 1000, 'save a checkpoint and a sample grid every this many steps')
+flags.DEFINE_integer('summary_step', 50, 'write train/ scalars every this many steps')
+flags.DEFINE_float('learning_rate', 1e-3, 'Adam learning rate')
+flags.DEFINE_float('beta1', 0.9, 'Adam beta1 (first-moment decay)')
+flags.DEFINE_integer('keep_checkpoints', 5, 'keep only the newest this many checkpoints')
+flags.DEFINE_integer('valid_images', 1000, 'validate on the first this many valid images')
+# ---- data
+flags.DEFINE_string('data_dir', 'data', 'folder of the HDF5 files')
+flags.DEFINE_string('train_data', 'mnist_train.h5', 'HDF5 file of the training split, in data_dir')
+flags.DEFINE_string('valid_data', 'mnist_valid.h5',
+                    'HDF5 file of the validation split, in data_dir ("" = no validation)')
+flags.DEFINE_string('test_data', 'mnist_test.h5', 'HDF5 file of the test split, in data_dir')
+flags.DEFINE_integer('batch', 64, 'images per training step')
+flags.DEFINE_integer('channel', 1, 'image channels: 1 (grayscale) or 3 (RGB)')
+flags.DEFINE_integer('height', 28, 'image height in pixels')
+flags.DEFINE_integer('width', 28, 'image width in pixels')
+# ---- debug
+flags.DEFINE_string('logdir', 'logdir', 'TensorBoard event folder')
+flags.DEFINE_string('modeldir', 'modeldir', 'checkpoint folder; also holds the run\'s flags.json')
+flags.DEFINE_string('sampledir', 'samples', 'folder of the sample PNGs')
+flags.DEFINE_string('model_name', 'msvae', 'checkpoint name prefix: modeldir/model_name-STEP')
+flags.DEFINE_integer('reload_step', 0, 'resume training from this checkpoint step (0 = the latest)')
+flags.DEFINE_integer('predict_step', 0, 'checkpoint step to predict from (0 or -1 = the latest)')
+flags.DEFINE_integer('num_samples', 64, 'prior samples written by --action=predict')
+flags.DEFINE_integer('random_seed', 1234, 'seed of initialisation, data order, noise and samples')
+# ---- network
+flags.DEFINE_integer('network_depth', 3, 'stride-2 levels of the encoder, decoder and U-Net')
+flags.DEFINE_integer('start_channel_num', 16, 'channels of the first level (doubling per level)')
+flags.DEFINE_integer('latent_len', 32, 'dimensions of the latent z')
+flags.DEFINE_float('sigma', 0.3, 'std of the Gaussian decoder (pixels in [-1, 1]); '
+                   'weights the stage-1 loss by 1/(2 sigma^2)')
+flags.DEFINE_string('action', 'train', f'what to do: {", ".join(ACTIONS)}')
+
+FLAGS = flags.FLAGS
+FLAG_NAMES = ('max_step', 'test_step', 'save_step', 'summary_step', 'learning_rate', 'beta1',
+              'keep_checkpoints', 'valid_images', 'data_dir', 'train_data', 'valid_data',
+              'test_data', 'batch', 'channel', 'height', 'width', 'logdir', 'modeldir',
+              'sampledir', 'model_name', 'reload_step', 'predict_step', 'num_samples',
+              'random_seed', 'network_depth', 'start_channel_num', 'latent_len', 'sigma',
+              'action')
+MNIST_FILES = ('mnist_train.h5', 'mnist_valid.h5', 'mnist_test.h5')
+
+
+class Config:
+    """The flags of one run as plain attributes (tests build one from keywords)."""
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
+
+    def as_dict(self):
+        """The flags as a dict (for flags.json)."""
+        return dict(self.__dict__)
+
+
+def config_from_flags():
+    """The parsed FLAGS as a Config."""
+    return Config(**{name: FLAGS[name].value for name in FLAG_NAMES})
+
+
+def default_config(**overrides):
+    """The flag defaults as a Config, with `overrides` applied."""
+    values = {name: FLAGS[name].default for name in FLAG_NAMES}
+    unknown = set(overrides) - set(values)
+    if unknown:
+        raise TypeError(f'unknown flags: {sorted(unknown)}')
+    values.update(overrides)
+    return Config(**values)
+
+
+# ---------------------------------------------------------------- validation
+
+def _require(condition, message):
+    if not condition:
+        raise UserError(message)
+
+
+def validate(conf):
+    """Raises UserError when the flags cannot work together."""
+    _require(conf.action in ACTIONS,
+             f'unknown --action={conf.action}: choose one of {", ".join(ACTIONS)}')
+    for name in ('max_step', 'test_step', 'save_step', 'summary_step', 'batch', 'height',
+                 'width', 'network_depth', 'start_channel_num', 'latent_len',
+                 'keep_checkpoints', 'valid_images', 'num_samples'):
+        _require(getattr(conf, name) > 0, f'--{name}={getattr(conf, name)} must be positive')
+    _require(conf.channel in (1, 3), f'--channel={conf.channel} must be 1 or 3')
+    _require(conf.sigma > 0, f'--sigma={conf.sigma} must be positive')
+    _require(conf.learning_rate > 0, f'--learning_rate={conf.learning_rate} must be positive')
+    _require(0 <= conf.beta1 < 1, f'--beta1={conf.beta1} must be in [0, 1)')
+    deepest = shapes.max_depth(conf.height, conf.width)
+    _require(conf.network_depth <= deepest,
+             f'--network_depth={conf.network_depth} is too deep for {conf.height}x{conf.width} '
+             f'images (each level halves the size): use --network_depth={deepest} or less')
+
+
+def check_training_data(conf):
+    """Makes the bundled MNIST files when they are the missing defaults; checks the splits."""
+    import data_reader
+    train_path = os.path.join(conf.data_dir, conf.train_data)
+    defaults = (conf.train_data, conf.valid_data, conf.test_data) == MNIST_FILES
+    if defaults and not os.path.exists(train_path):
+        from utils import mnist
+        outputs = [os.path.join(conf.data_dir, name) for name in MNIST_FILES]
+        print(f'making {", ".join(outputs)} from the bundled MNIST IDX files in {mnist.IDX_DIR}')
+        mnist.convert_bundled(outputs)
+    paths = [train_path] + ([os.path.join(conf.data_dir, conf.valid_data)]
+                            if conf.valid_data else [])
+    for path in paths:
+        handle, _ = data_reader.open_images(path, conf.height, conf.width, conf.channel)
+        handle.close()
+
+
+def reconcile_with_saved(conf):
+    """Checks conf against the flags saved in modeldir; returns the saved dict (or None).
+
+    Training must use the saved architecture; prediction takes it from the
+    saved flags (and says so when the command line differs).
+    """
+    saved = checkpoints.load_config(conf.modeldir)
+    if saved is None:
+        return None
+    differing = [key for key in checkpoints.ARCH_KEYS if key in saved
+                 and saved[key] != getattr(conf, key)]
+    if conf.action == 'train':
+        _require(not differing, f'{conf.modeldir} holds a model with '
+                 + ', '.join(f'{k}={saved[k]}' for k in differing) + ' but the flags say '
+                 + ', '.join(f'{k}={getattr(conf, k)}' for k in differing)
+                 + ': use the same flags to resume, or another --modeldir')
+    else:
+        for key in checkpoints.ARCH_KEYS:
+            if key in saved:
+                if key in differing and FLAGS[key].present:
+                    print(f'note: --{key}={getattr(conf, key)} ignored; the model in '
+                          f'{conf.modeldir} was trained with {key}={saved[key]}')
+                setattr(conf, key, saved[key])
+    return saved
+
+
+def import_network_quietly():
+    """Imports network.py (and TensorFlow), holding back the C++ start-up lines that
+    TensorFlow writes to stderr whatever TF_CPP_MIN_LOG_LEVEL says; they are shown
+    when the import fails."""
+    sys.stderr.flush()
+    original = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import network
+        except BaseException:
+            os.dup2(original, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors='replace'))
+            raise
+        finally:
+            os.dup2(original, 2)
+            os.close(original)
+    return network
+
+
+def run(conf):
+    """Validates conf, then trains or predicts. Returns what the action returns."""
+    validate(conf)
+    saved = reconcile_with_saved(conf)
+    if conf.action == 'train':
+        check_training_data(conf)
+        if saved is None:
+            checkpoints.save_config(conf.modeldir, conf.as_dict())
+    elif saved is None:
+        raise UserError(f'{conf.modeldir} holds no trained model ({checkpoints.CONFIG_FILE} '
+                        f'missing): train first or point --modeldir at a trained model')
+    network = import_network_quietly()
+    model = network.MSVAE(conf)
+    try:
+        return getattr(model, conf.action)()
+    finally:
+        model.close()
+
+
+def main(argv):
+    """absl entry point: one clear line on stderr and exit status 2 for wrong input."""
+    if len(argv) > 1:
+        print(f'error: unexpected arguments {argv[1:]}; flags look like --name=value',
+              file=sys.stderr)
+        return 2
+    try:
+        run(config_from_flags())
+    except UserError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == '__main__':
+    app.run(main)

@@ -1,0 +1,356 @@
+"""The multi-stage VAE: one class that builds the whole graph once and runs it.
+
+Stage 1 is a VAE: encoder q(z|x) => z => decoder => coarse image x̂₁.
+Stage 2 is a U-Net that refines x̂₁ into x̂₂. Prior samples z ~ N(0, I) go
+through the same decoder and U-Net (shared weights, batch norm in inference
+mode). See README.md for the loss.
+"""
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+import data_reader
+import ops
+from utils import checkpoints, images
+from utils.errors import UserError
+from utils.progress import TrainingProgress
+from utils.shapes import level_sizes
+
+tf1 = tf.compat.v1
+tf1.disable_eager_execution()  # a static graph run by a Session, TF 1.x style
+tf.get_logger().setLevel('WARNING')  # no INFO line per checkpoint restore
+
+MIN_STD = 1e-4  # floor of q(z|x)'s standard deviation, keeps log(std) finite
+GRID_IMAGES = 16  # images per TensorBoard grid and per training sample PNG
+PRIOR_STREAM = 7919  # seeds the fixed prior samples apart from other seeded draws
+
+
+def prior_samples(seed, count, latent_len):
+    """A fixed batch of z ~ N(0, I): the same (seed, count) gives the same samples."""
+    rng = np.random.default_rng([seed, PRIOR_STREAM])
+    return rng.standard_normal((count, latent_len)).astype(np.float32)
+
+
+# ---------------------------------------------------------------- stages
+
+def encoder(image, conf, training):
+    """q(z|x): image [b, h, w, c] => mean, std, each [b, latent_len].
+
+    std = softplus(s) + MIN_STD for an unconstrained output s: positive,
+    smooth, and close to linear for large s (exp(s) would let the KL's
+    std² term explode early in training).
+    """
+    x = image
+    for level in range(conf.network_depth):
+        # [b, h_l, w_l, .] => [b, h_l/2, w_l/2, start·2^l]
+        x = ops.conv_bn_lrelu(x, conf.start_channel_num * 2 ** level, training,
+                              f'down{level}', stride=2)
+    flat = tf.reshape(x, [-1, int(np.prod(x.shape[1:]))])
+    # [b, h_d·w_d·ch] => [b, 2·latent_len]
+    stats = ops.dense(flat, 2 * conf.latent_len, 'latent')
+    mean, raw_std = tf.split(stats, 2, axis=1)
+    return mean, tf.nn.softplus(raw_std) + MIN_STD
+
+
+def decoder(z, conf, training):
+    """p(x|z)'s mean: z [b, latent_len] => coarse image [b, h, w, c] in [-1, 1].
+
+    Mirrors the encoder; each level is a residual block then a resize-conv up.
+    """
+    sizes = level_sizes(conf.height, conf.width, conf.network_depth)
+    depth = conf.network_depth
+    bottom_h, bottom_w = sizes[depth]
+    channels = conf.start_channel_num * 2 ** (depth - 1)
+    # [b, latent_len] => [b, h_d, w_d, start·2^(d-1)]
+    x = ops.dense(z, bottom_h * bottom_w * channels, 'project')
+    x = tf.reshape(x, [-1, bottom_h, bottom_w, channels])
+    x = ops.lrelu(ops.batch_norm(x, training, 'project_bn'))
+    for level in reversed(range(depth)):
+        x = ops.residual_block(x, training, f'res{level}')
+        # [b, h_{l+1}, w_{l+1}, .] => [b, h_l, w_l, start·2^(l-1)]
+        out_channels = conf.start_channel_num * 2 ** max(level - 1, 0)
+        x = ops.resize_conv(x, out_channels, sizes[level], f'up{level}')
+        x = ops.lrelu(ops.batch_norm(x, training, f'up{level}_bn'))
+    # [b, h, w, start] => [b, h, w, channel]
+    return tf.tanh(ops.conv2d(x, conf.channel, 'to_image'))
+
+
+def unet(image, depth, start_channels, training):
+    """Refinement U-Net: image [b, h, w, c] => refined image [b, h, w, c] in [-1, 1].
+
+    `depth` stride-2 levels down, then back up with resize-convs to the exact
+    size of each skip, concatenated with it (any h, w with min(h, w) >= 2^depth).
+    """
+    sizes = level_sizes(int(image.shape[1]), int(image.shape[2]), depth)
+    # [b, h, w, c] => [b, h, w, start]
+    x = ops.conv_bn_lrelu(image, start_channels, training, 'in')
+    skips = [x]
+    for level in range(depth):
+        # [b, h_l, w_l, .] => [b, h_{l+1}, w_{l+1}, start·2^(l+1)]
+        x = ops.conv_bn_lrelu(x, start_channels * 2 ** (level + 1), training,
+                              f'down{level}', stride=2)
+        skips.append(x)
+    for level in reversed(range(depth)):
+        channels = start_channels * 2 ** level
+        # [b, h_{l+1}, w_{l+1}, .] => [b, h_l, w_l, start·2^l]
+        x = ops.resize_conv(x, channels, sizes[level], f'up{level}')
+        x = ops.lrelu(ops.batch_norm(x, training, f'up{level}_bn'))
+        # concat the skip: [b, h_l, w_l, 2·start·2^l] => [b, h_l, w_l, start·2^l]
+        x = ops.conv_bn_lrelu(tf.concat([x, skips[level]], axis=-1), channels, training,
+                              f'merge{level}')
+    # [b, h, w, start] => [b, h, w, c]
+    return tf.tanh(ops.conv2d(x, int(image.shape[-1]), 'to_image'))
+
+
+# ---------------------------------------------------------------- the model
+
+class MSVAE:
+    """Builds the graph for `conf` (a namespace of the flags) in its own tf.Graph
+    and session, and trains or samples with it."""
+
+    def __init__(self, conf):
+        self.conf = conf
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            tf1.set_random_seed(conf.random_seed)
+            self._build()
+            self.graph.finalize()
+        self.sess = tf1.Session(graph=self.graph)
+
+    # ------------------------------------------------------------ graph
+
+    def _build(self):
+        conf = self.conf
+        shape = [None, conf.height, conf.width, conf.channel]
+        self.images = tf1.placeholder(tf.float32, shape, name='images')
+        self.training = tf1.placeholder_with_default(False, [], name='training')
+        self.prior_z = tf1.placeholder(tf.float32, [None, conf.latent_len], name='prior_z')
+        self.global_step = tf1.train.get_or_create_global_step()
+        self.stage_outputs = self._reconstruct(self.images, self.training)
+        self.sample_outputs = self._stages(self.prior_z, training=False)
+        self.metrics = self._losses()
+        self.train_op = self._optimizer(self.metrics['total'])
+        self.train_summary = tf1.summary.merge(
+            [tf1.summary.scalar(f'train/{name}', value) for name, value in self.metrics.items()])
+        self.saver = tf1.train.Saver(tf1.global_variables(),
+                                     max_to_keep=conf.keep_checkpoints)
+        self.init_op = tf1.global_variables_initializer()
+
+    def _stages(self, z, training):
+        """z => [stage 1 image, stage 2 image]; variables shared between calls."""
+        with tf1.variable_scope('stage1/decoder', reuse=tf1.AUTO_REUSE):
+            coarse = decoder(z, self.conf, training)
+        with tf1.variable_scope('stage2', reuse=tf1.AUTO_REUSE):
+            refined = unet(coarse, self.conf.network_depth, self.conf.start_channel_num,
+                           training)
+        return [coarse, refined]
+
+    def _reconstruct(self, x, training):
+        """x => stage outputs, through q(z|x) and z = mean + std·ε.
+
+        ε is drawn statelessly from (random_seed, global_step): step s always
+        gets the same noise, so a resumed run repeats an uninterrupted one.
+        """
+        with tf1.variable_scope('stage1/encoder'):
+            self.z_mean, self.z_std = encoder(x, self.conf, training)
+        seed = tf.stack([tf.constant(self.conf.random_seed, tf.int64),
+                         tf.convert_to_tensor(self.global_step)])
+        epsilon = tf.random.stateless_normal(tf.shape(self.z_mean), seed=seed)
+        return self._stages(self.z_mean + self.z_std * epsilon, training)
+
+    def _losses(self):
+        """Per-image losses averaged over the batch, and PSNR per stage (see README)."""
+        coarse, refined = self.stage_outputs
+        per_image = {
+            'kl': ops.kl_to_standard_normal(self.z_mean, self.z_std),
+            'stage1_loss': ops.gaussian_nll(self.images, coarse, self.conf.sigma),
+            'stage2_loss': ops.l1_distance(self.images, refined),
+        }
+        metrics = {name: tf.reduce_mean(value) for name, value in per_image.items()}
+        metrics['total'] = tf.add_n(list(metrics.values()), name='total_loss')
+        for index, output in enumerate(self.stage_outputs, start=1):
+            metrics[f'stage{index}_psnr'] = tf.reduce_mean(ops.psnr(self.images, output))
+        return metrics
+
+    def _optimizer(self, loss):
+        """Adam on all trainable variables; each step also moves the batch-norm averages."""
+        adam = tf1.train.AdamOptimizer(self.conf.learning_rate, beta1=self.conf.beta1)
+        with tf.control_dependencies(tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)):
+            return adam.minimize(loss, global_step=self.global_step)
+
+    # ------------------------------------------------------------ checkpoints
+
+    def step(self):
+        """The global step held in the session."""
+        return int(self.sess.run(self.global_step))
+
+    def restore(self, step):
+        """Loads checkpoint `step` of modeldir (the latest when step <= 0).
+
+        Returns the restored global step, or None when step <= 0 and modeldir
+        holds no checkpoint. Raises UserError when a checkpoint does not fit.
+        """
+        conf = self.conf
+        prefix = checkpoints.find_checkpoint(conf.modeldir, conf.model_name, step)
+        if prefix is None:
+            return None
+        try:
+            self.saver.restore(self.sess, prefix)
+        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as err:
+            first = str(err).strip().splitlines()[0]
+            raise UserError(f'checkpoint {prefix} does not fit the model built from the '
+                            f'flags ({first[:200]}); use the flags it was trained with or '
+                            f'another --modeldir') from None
+        return self.step()
+
+    def save(self):
+        """Writes checkpoint model_name-STEP of all global variables; returns its prefix."""
+        conf = self.conf
+        prefix = os.path.join(conf.modeldir, conf.model_name)
+        return self.saver.save(self.sess, prefix, global_step=self.step(),
+                               write_meta_graph=False)
+
+    def initialize_or_restore(self):
+        """Restores reload_step (or the latest checkpoint), else initialises; returns the step."""
+        step = self.restore(self.conf.reload_step)
+        if step is None:
+            self.sess.run(self.init_op)
+            step = 0
+        return step
+
+    # ------------------------------------------------------------ training
+
+    def train_step(self, batch, with_summary=False):
+        """One Adam step on `batch`; returns the metrics (and the summary when asked)."""
+        fetches = {'train': self.train_op, 'metrics': self.metrics}
+        if with_summary:
+            fetches['summary'] = self.train_summary
+        result = self.sess.run(fetches, {self.images: batch, self.training: True})
+        return result['metrics'], result.get('summary')
+
+    def train(self):
+        """Trains from the latest checkpoint (or from scratch) to max_step."""
+        conf = self.conf
+        start = self.initialize_or_restore()
+        if start >= conf.max_step:
+            print(f'{conf.modeldir} is already at step {start} >= --max_step='
+                  f'{conf.max_step}; raise --max_step to train on')
+            return start
+        print(f'training steps {start + 1}..{conf.max_step} '
+              f'({"resumed" if start else "from scratch"}), checkpoints in {conf.modeldir}')
+        writer = tf1.summary.FileWriter(conf.logdir, self.graph if start == 0 else None)
+        reader = data_reader.BatchReader(
+            os.path.join(conf.data_dir, conf.train_data), conf.height, conf.width,
+            conf.channel, conf.batch, conf.random_seed, start_step=start)
+        progress = TrainingProgress(start, conf.max_step, conf.batch)
+        began = time.perf_counter()
+        try:
+            self._train_loop(start, reader, writer, progress)
+        except KeyboardInterrupt:
+            progress.finish()
+            print(f'interrupted: saved {self.save()}; run the same command to resume')
+            raise
+        finally:
+            reader.close()
+            writer.close()
+        progress.finish()
+        seconds = time.perf_counter() - began
+        print(f'trained {conf.max_step - start} steps in {seconds:.0f} s '
+              f'({(conf.max_step - start) * conf.batch / seconds:.0f} images/s); '
+              f'last checkpoint {checkpoints.checkpoint_prefix(conf.modeldir, conf.model_name, conf.max_step)}')
+        return conf.max_step
+
+    def _train_loop(self, start, reader, writer, progress):
+        conf = self.conf
+        for step in range(start + 1, conf.max_step + 1):
+            metrics, summary = self.train_step(reader.next_batch(),
+                                               with_summary=step % conf.summary_step == 0)
+            if not np.isfinite(metrics['total']):
+                raise UserError(self._diverged_message(step, metrics))
+            if summary is not None:
+                writer.add_summary(summary, step)
+            progress.update(step, metrics)
+            if conf.valid_data and step % conf.test_step == 0:
+                self.validate(writer, step)
+                progress.pause()
+            if step % conf.save_step == 0 or step == conf.max_step:
+                self.save()
+                self._write_training_samples(step)
+                progress.pause()
+
+    def _diverged_message(self, step, metrics):
+        conf = self.conf
+        kept = checkpoints.saved_steps(conf.modeldir, conf.model_name)
+        last = f'{conf.model_name}-{kept[-1]}' if kept else 'none yet'
+        bad = ', '.join(f'{k}={v:.4g}' for k, v in metrics.items() if not np.isfinite(v))
+        return (f'the loss is not finite at step {step} ({bad}); nothing was saved, the '
+                f'last good checkpoint is {last}: lower --learning_rate or raise --sigma')
+
+    # ------------------------------------------------------------ validation
+
+    def evaluate_metrics(self, batches):
+        """Metrics averaged over all images of `batches` (batch norm in inference mode)."""
+        sums, count = {}, 0
+        for batch in batches:
+            values = self.sess.run(self.metrics, {self.images: batch})
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + float(value) * len(batch)
+            count += len(batch)
+        return {name: total / count for name, total in sums.items()}
+
+    def validate(self, writer, step):
+        """Writes valid/ scalars over valid_images and image grids to TensorBoard."""
+        conf = self.conf
+        path = os.path.join(conf.data_dir, conf.valid_data)
+        batches = data_reader.sequential_batches(path, conf.height, conf.width, conf.channel,
+                                                 conf.batch, limit=conf.valid_images)
+        metrics = self.evaluate_metrics(batches)
+        values = [tf1.Summary.Value(tag=f'valid/{name}', simple_value=value)
+                  for name, value in metrics.items()]
+        first = next(data_reader.sequential_batches(path, conf.height, conf.width,
+                                                    conf.channel, GRID_IMAGES))
+        reconstructions = self.sess.run(self.stage_outputs, {self.images: first})
+        grids = {'valid/reconstructions': images.stage_grid(reconstructions, per_row=8,
+                                                              inputs=first),
+                 'valid/prior_samples': images.stage_grid(self.sample(GRID_IMAGES), per_row=8)}
+        for tag, picture in grids.items():
+            values.append(tf1.Summary.Value(tag=tag, image=tf1.Summary.Image(
+                height=picture.shape[0], width=picture.shape[1],
+                colorspace=picture.shape[2], encoded_image_string=images.png_bytes(picture))))
+        writer.add_summary(tf1.Summary(value=values), step)
+        writer.flush()
+        return metrics
+
+    # ------------------------------------------------------------ sampling
+
+    def sample(self, count):
+        """Every stage's image for the first `count` of the fixed prior samples."""
+        z = prior_samples(self.conf.random_seed, count, self.conf.latent_len)
+        return self.sess.run(self.sample_outputs, {self.prior_z: z})
+
+    def _write_training_samples(self, step):
+        picture = images.stage_grid(self.sample(GRID_IMAGES), per_row=8)
+        images.save_png(os.path.join(self.conf.sampledir, 'train', f'step_{step:07d}.png'),
+                        picture)
+
+    def predict(self):
+        """Loads predict_step (the latest when <= 0) and writes num_samples prior samples:
+        one PNG each (final stage) and grid.png whose rows are the stages."""
+        conf = self.conf
+        step = self.restore(conf.predict_step)
+        if step is None:
+            raise UserError(f'no checkpoint {conf.model_name}-* in {conf.modeldir}: train '
+                            f'first or point --modeldir at a trained model')
+        outputs = self.sample(conf.num_samples)
+        folder = os.path.join(conf.sampledir, f'predict_step_{step}')
+        paths = images.save_each(folder, outputs[-1])
+        images.save_png(os.path.join(folder, 'grid.png'), images.stage_grid(outputs))
+        print(f'wrote {len(paths)} samples of step {step} and grid.png (rows: stage 1, '
+              f'stage 2) to {folder}')
+        return folder
+
+    def close(self):
+        """Releases the session."""
+        self.sess.close()

@@ -1,0 +1,138 @@
+"""main.py as a user runs it: train, resume, predict, TensorBoard files, and wrong input."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import main
+from conftest import ROOT, TINY
+
+
+def run_main(*args, cwd=None):
+    return subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def tiny_args(tiny_data, tmp_path, **overrides):
+    values = dict(TINY, data_dir=str(tiny_data), modeldir=str(tmp_path / 'model'),
+                  logdir=str(tmp_path / 'log'), sampledir=str(tmp_path / 'samples'))
+    values.update(overrides)
+    return [f'--{name}={value}' for name, value in values.items()]
+
+
+def event_tags(logdir):
+    tags = {}
+    for path in glob.glob(os.path.join(logdir, 'events.out.tfevents.*')):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                tags.setdefault(value.tag, []).append((event.step, value))
+            if event.graph_def:
+                tags.setdefault('graph', []).append(event.step)
+    return tags
+
+
+def test_train_resume_predict_as_subprocesses(tiny_data, tmp_path):
+    done = run_main(*tiny_args(tiny_data, tmp_path))
+    assert done.returncode == 0, done.stderr
+    model_dir = tmp_path / 'model'
+    assert sorted(p.name for p in model_dir.glob('*.index')) == ['msvae-10.index',
+                                                                 'msvae-5.index']
+    saved = json.loads((model_dir / 'flags.json').read_text())
+    assert saved['network_depth'] == 2 and saved['latent_len'] == 4
+    train_pngs = sorted(p.name for p in (tmp_path / 'samples' / 'train').glob('*.png'))
+    assert train_pngs == ['step_0000005.png', 'step_0000010.png']
+
+    tags = event_tags(str(tmp_path / 'log'))
+    for name in ('total', 'kl', 'stage1_loss', 'stage2_loss', 'stage1_psnr', 'stage2_psnr'):
+        assert [step for step, _ in tags[f'train/{name}']] == [5, 10]
+        assert [step for step, _ in tags[f'valid/{name}']] == [5, 10]
+    assert tags['valid/kl'][0][1].simple_value > 0
+    image = tags['valid/reconstructions'][0][1].image
+    # two bands of 8 images, each band rows input, stage 1, stage 2
+    assert (image.height, image.width) == (6 * (16 + 2) - 2 + 6, 8 * (16 + 2) - 2)
+    assert 'graph' in tags
+
+    resumed = run_main(*tiny_args(tiny_data, tmp_path, max_step=15))
+    assert resumed.returncode == 0, resumed.stderr
+    assert 'steps 11..15 (resumed)' in resumed.stdout
+    reader = tf.train.load_checkpoint(str(model_dir / 'msvae-15'))
+    assert reader.get_tensor('global_step') == 15
+
+    predicted = run_main(f'--modeldir={model_dir}', f'--sampledir={tmp_path / "out"}',
+                         '--num_samples=5', '--action=predict', '--data_dir=/nonexistent')
+    assert predicted.returncode == 0, predicted.stderr
+    folder = tmp_path / 'out' / 'predict_step_15'
+    samples = sorted(folder.glob('sample_*.png'))
+    assert len(samples) == 5
+    pixels = []
+    for path in samples:
+        with Image.open(path) as png:
+            assert png.size == (16, 16) and png.mode == 'L'
+            pixels.append(np.asarray(png, np.float32))
+    assert all(p.std() > 1 for p in pixels)  # not constant images
+    assert not np.allclose(pixels[0], pixels[1])  # different samples
+    with Image.open(folder / 'grid.png') as grid:
+        assert grid.size == (5 * 16 + 4 * 2, 2 * 16 + 2)  # one band: stage 1 over stage 2
+
+
+def test_predict_writes_the_requested_number_of_samples(tiny_conf):
+    conf = tiny_conf(max_step=5)
+    assert main.run(conf) == 5
+    for count in (3, 20):
+        folder = main.run(tiny_conf(action='predict', num_samples=count, predict_step=-1))
+        assert len(glob.glob(os.path.join(folder, 'sample_*.png'))) == count
+
+
+def error_lines(result):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    return lines
+
+
+@pytest.mark.parametrize('overrides, expected', [
+    (dict(train_data='missing.h5'), 'missing.h5 not found'),
+    (dict(channel=3), 'set --channel=1'),
+    (dict(network_depth=5), 'too deep for 16x16'),
+    (dict(action='dance'), 'unknown --action=dance'),
+    (dict(batch=0), '--batch=0 must be positive'),
+    (dict(action='predict'), 'holds no trained model'),
+])
+def test_wrong_input_ends_with_one_line(tiny_data, tmp_path, overrides, expected):
+    result = run_main(*tiny_args(tiny_data, tmp_path, **overrides))
+    assert result.returncode == 2
+    lines = error_lines(result)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith('error: ') and expected in lines[0]
+    assert 'Traceback' not in result.stderr
+
+
+def test_resuming_with_another_architecture_is_refused_and_harmless(tiny_data, tmp_path):
+    first = run_main(*tiny_args(tiny_data, tmp_path, max_step=5))
+    assert first.returncode == 0, first.stderr
+    model_dir = tmp_path / 'model'
+    before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+    result = run_main(*tiny_args(tiny_data, tmp_path, max_step=10, latent_len=8))
+    assert result.returncode == 2
+    lines = error_lines(result)
+    assert len(lines) == 1 and 'latent_len=4' in lines[0] and 'another --modeldir' in lines[0]
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == before
+
+
+def test_missing_predict_step_is_a_clear_error(tiny_data, tmp_path):
+    assert run_main(*tiny_args(tiny_data, tmp_path, max_step=5)).returncode == 0
+    result = run_main(*tiny_args(tiny_data, tmp_path, action='predict', predict_step=7))
+    assert result.returncode == 2
+    lines = error_lines(result)
+    assert len(lines) == 1 and 'no checkpoint msvae-7' in lines[0] and 'saved steps: 5' in lines[0]
+
+
+def test_help_shows_every_default():
+    result = run_main('--helpshort')  # absl prints the help and exits with status 1
+    for name in main.FLAG_NAMES:
+        assert f'--{name}' in result.stdout
+    assert result.stdout.count('(default:') >= len(main.FLAG_NAMES)

@@ -1,0 +1,1 @@
+"""Data preparation, image grids and PNG writing."""

@@ -1,0 +1,68 @@
+"""The files of a run in modeldir: checkpoints model_name-STEP.* and the run's flags."""
+import glob
+import json
+import os
+import re
+
+from utils.errors import UserError
+
+CONFIG_FILE = 'flags.json'  # the flags of the run, written beside its checkpoints
+# The flags that fix the graph's variables: a checkpoint restores only into
+# a graph built with the same values.
+ARCH_KEYS = ('height', 'width', 'channel', 'network_depth', 'start_channel_num',
+             'latent_len')
+
+
+def checkpoint_prefix(modeldir, model_name, step):
+    """The path prefix of the checkpoint of `step`: modeldir/model_name-STEP."""
+    return os.path.join(modeldir, f'{model_name}-{step}')
+
+
+def saved_steps(modeldir, model_name):
+    """Steps of the complete checkpoints in modeldir, ascending."""
+    pattern = re.compile(re.escape(model_name) + r'-(\d+)\.index$')
+    steps = []
+    for path in glob.glob(os.path.join(glob.escape(modeldir), f'{glob.escape(model_name)}-*.index')):
+        match = pattern.search(os.path.basename(path))
+        if match:
+            steps.append(int(match.group(1)))
+    return sorted(steps)
+
+
+def find_checkpoint(modeldir, model_name, step):
+    """The checkpoint prefix of `step`, or of the latest one when step <= 0.
+
+    Returns None when step <= 0 and there is none; raises UserError when a
+    requested step is missing.
+    """
+    steps = saved_steps(modeldir, model_name)
+    if step <= 0:
+        return checkpoint_prefix(modeldir, model_name, steps[-1]) if steps else None
+    if step not in steps:
+        have = ', '.join(map(str, steps[-10:])) or 'none'
+        raise UserError(f'no checkpoint {model_name}-{step} in {modeldir} (saved steps: '
+                        f'{have}); pick one of them or 0 for the latest')
+    return checkpoint_prefix(modeldir, model_name, step)
+
+
+def save_config(modeldir, config):
+    """Writes the run's flags (a dict) to modeldir/flags.json, atomically."""
+    os.makedirs(modeldir, exist_ok=True)
+    path = os.path.join(modeldir, CONFIG_FILE)
+    with open(path + '.partial', 'w') as handle:
+        json.dump(config, handle, indent=1, sort_keys=True)
+        handle.write('\n')
+    os.replace(path + '.partial', path)
+
+
+def load_config(modeldir):
+    """The flags saved in modeldir/flags.json as a dict, or None when there are none."""
+    path = os.path.join(modeldir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as err:
+        raise UserError(f'{path} is unreadable ({err}); restore it or use another '
+                        f'--modeldir') from None

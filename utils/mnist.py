@@ -1,0 +1,86 @@
+"""MNIST-format IDX files (gzipped or raw) => the three HDF5 files main.py reads.
+
+Split: train = the first 55,000 images of the IDX training set, valid = its
+last 5,000, test = the 10,000 images of the IDX test set (the split of the
+classic TensorFlow MNIST tutorial).
+"""
+import gzip
+import os
+
+import numpy as np
+
+from utils.errors import UserError
+from utils.hdf5_writer import write_images
+
+IDX_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       'data', 'mnist')
+TRAIN_IMAGES = 'train-images-idx3-ubyte.gz'
+TEST_IMAGES = 't10k-images-idx3-ubyte.gz'
+NUM_VALID = 5000  # taken from the end of the IDX training set
+UBYTE = 0x08  # IDX type code of unsigned bytes
+
+
+class IdxError(UserError):
+    """An IDX file is malformed or not an image file."""
+
+
+def read_idx(path):
+    """Reads an IDX file (gzipped when the name ends in .gz) into a numpy array."""
+    opener = gzip.open if path.endswith('.gz') else open
+    with opener(path, 'rb') as handle:
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise IdxError(f'{path} is not an IDX file (bad magic number)')
+    if data[2] != UBYTE:
+        raise IdxError(f'{path}: only unsigned-byte IDX data is supported')
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    dims = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim))
+    if len(data) != header + int(np.prod(dims)):
+        raise IdxError(f'{path}: {len(data) - header} data bytes, expected {np.prod(dims)} '
+                       f'for shape {dims} (truncated file?)')
+    return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
+
+
+def write_idx(path, array):
+    """Writes a uint8 array as an IDX file (gzipped when the name ends in .gz)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, UBYTE, array.ndim]) + b''.join(
+        int(d).to_bytes(4, 'big') for d in array.shape)
+    opener = gzip.open if path.endswith('.gz') else open
+    with opener(path, 'wb') as handle:
+        handle.write(header + array.tobytes())
+
+
+def read_idx_images(path):
+    """An IDX image file => uint8 [N, h, w, 1]."""
+    images = read_idx(path)
+    if images.ndim != 3:
+        raise IdxError(f'{path} holds shape {images.shape}, not [N, h, w] images')
+    return images[..., np.newaxis]
+
+
+def convert(train_path, test_path, outputs, num_valid=NUM_VALID):
+    """IDX train/test image files => HDF5 files outputs = (train, valid, test).
+
+    Returns the number of images written to each.
+    """
+    train = read_idx_images(train_path)
+    test = read_idx_images(test_path)
+    if not 0 < num_valid < len(train):
+        raise IdxError(f'cannot take {num_valid} valid images from {len(train)}')
+    cut = len(train) - num_valid
+    pieces = ((train[:cut], train_path, f'0:{cut}'),
+              (train[cut:], train_path, f'{cut}:{len(train)}'),
+              (test, test_path, f'0:{len(test)}'))
+    for output, (images, source, rows) in zip(outputs, pieces):
+        write_images(output, images, attrs={
+            'source': 'idx', 'source_file': os.path.basename(source), 'rows': rows,
+            'height': images.shape[1], 'width': images.shape[2], 'channel': 1})
+    return tuple(len(images) for images, _, _ in pieces)
+
+
+def convert_bundled(outputs):
+    """Makes the three HDF5 files from the MNIST IDX files committed under data/mnist."""
+    return convert(os.path.join(IDX_DIR, TRAIN_IMAGES), os.path.join(IDX_DIR, TEST_IMAGES),
+                   outputs)

@@ -1,0 +1,63 @@
+"""The training progress line: step, losses, images/s and time left (progressbar2)."""
+import collections
+import sys
+import time
+
+import progressbar
+
+RATE_WINDOW = 50  # steps over which images/s is measured
+QUIET_INTERVAL_S = 30  # seconds between lines when stderr is not a terminal (logs, CI)
+
+
+class TrainingProgress:
+    """A progress bar over global steps [start, end] that also shows losses and images/s.
+
+    On a terminal it redraws in place; in a log file it writes one line every
+    QUIET_INTERVAL_S seconds (and the last step), so week-long runs keep small logs.
+    """
+
+    def __init__(self, start, end, batch, metric_names=('total', 'kl')):
+        self.batch = batch
+        self.end = end
+        self.metric_names = metric_names
+        self._recent = collections.deque(maxlen=RATE_WINDOW)
+        self._interactive = sys.stderr.isatty()
+        self._last_draw = -float('inf')
+        widgets = ['step ', progressbar.SimpleProgress(), ' ', progressbar.Bar(), ' ']
+        for name in metric_names:
+            widgets += [progressbar.Variable(name, precision=4, width=8), ' ']
+        widgets += [progressbar.Variable('speed', format='{value}', width=12), ' ',
+                    progressbar.AdaptiveETA()]
+        self.bar = progressbar.ProgressBar(
+            min_value=start, max_value=end, initial_value=start, widgets=widgets,
+            variables={'speed': '- img/s'})
+        self.bar.start()
+
+    def images_per_second(self):
+        """Training images/s over the last RATE_WINDOW steps (None before two steps)."""
+        if len(self._recent) < 2:
+            return None
+        (first_time, first_step), (last_time, last_step) = self._recent[0], self._recent[-1]
+        return (last_step - first_step) * self.batch / max(last_time - first_time, 1e-9)
+
+    def update(self, step, metrics):
+        """Shows `step` done with the metrics (a dict holding metric_names)."""
+        now = time.perf_counter()
+        self._recent.append((now, step))
+        if not self._interactive and now - self._last_draw < QUIET_INTERVAL_S \
+                and step < self.end:
+            return
+        self._last_draw = now
+        rate = self.images_per_second()
+        values = {name: float(metrics[name]) for name in self.metric_names}
+        speed = '- img/s' if rate is None else f'{rate:.0f} img/s'
+        self.bar.update(step, speed=speed, **values)
+
+    def pause(self):
+        """Forgets the step times so far: work that is not training (validation,
+        saving) does not count against images/s."""
+        self._recent.clear()
+
+    def finish(self):
+        """Draws the final state and ends the line."""
+        self.bar.finish(dirty=True)
