@@ -44,12 +44,12 @@ def open_images(path, height, width, channel):
     """
     if not os.path.isfile(path):
         raise DataError(f'data file {path} not found: check --data_dir and the '
-                        f'file name flags, or make it with utils.prepare_data')
+                        f'file name flags, or make it with python -m utils.prepare_data')
     try:
         handle = h5py.File(path, 'r')
     except OSError as err:
         raise DataError(f'{path} is not a readable HDF5 file ({err}); '
-                        f'recreate it with utils.prepare_data') from None
+                        f'recreate it with python -m utils.prepare_data') from None
     try:
         images = _check_images(handle, path, (height, width, channel))
     except DataError:
@@ -61,11 +61,11 @@ def open_images(path, height, width, channel):
 def _check_images(handle, path, expected):
     if DATASET not in handle or not isinstance(handle[DATASET], h5py.Dataset):
         raise DataError(f'{path} has no dataset "{DATASET}"; recreate it with '
-                        f'utils.prepare_data')
+                        f'python -m utils.prepare_data')
     images = handle[DATASET]
     if images.dtype != np.uint8:
         raise DataError(f'{path}: "{DATASET}" is {images.dtype}, expected uint8 '
-                        f'in [0, 255]; recreate it with utils.prepare_data')
+                        f'in [0, 255]; recreate it with python -m utils.prepare_data')
     if images.ndim != 4:
         raise DataError(f'{path}: "{DATASET}" has shape {images.shape}, expected '
                         f'[N, height, width, channel]')

@@ -16,9 +16,10 @@ from utils import checkpoints, shapes  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 ACTIONS = ('train', 'predict')
+ROOT = os.path.dirname(os.path.abspath(__file__))
 
 # ---- training
-flags.DEFINE_integer('max_step', 3000, 'train until this global step')
+flags.DEFINE_integer('max_step', 5000, 'train until this global step')
 flags.DEFINE_integer('test_step', 500, 'validate on valid_data every this many steps')
 flags.DEFINE_integer('save_step', 1000, 'save a checkpoint and a sample grid every this many steps')
 flags.DEFINE_integer('summary_step', 50, 'write train/ scalars every this many steps')
@@ -48,18 +49,14 @@ flags.DEFINE_integer('random_seed', 1234, 'seed of initialisation, data order, n
 # ---- network
 flags.DEFINE_integer('network_depth', 3, 'stride-2 levels of the encoder, decoder and U-Net')
 flags.DEFINE_integer('start_channel_num', 16, 'channels of the first level (doubling per level)')
-flags.DEFINE_integer('latent_len', 32, 'dimensions of the latent z')
-flags.DEFINE_float('sigma', 0.3, 'std of the Gaussian decoder (pixels in [-1, 1]); '
+flags.DEFINE_integer('latent_len', 16, 'dimensions of the latent z')
+flags.DEFINE_float('sigma', 0.5, 'std of the Gaussian decoder (pixels in [-1, 1]); '
                    'weights the stage-1 loss by 1/(2 sigma^2)')
 flags.DEFINE_string('action', 'train', f'what to do: {", ".join(ACTIONS)}')
 
 FLAGS = flags.FLAGS
-FLAG_NAMES = ('max_step', 'test_step', 'save_step', 'summary_step', 'learning_rate', 'beta1',
-              'keep_checkpoints', 'valid_images', 'data_dir', 'train_data', 'valid_data',
-              'test_data', 'batch', 'channel', 'height', 'width', 'logdir', 'modeldir',
-              'sampledir', 'model_name', 'reload_step', 'predict_step', 'num_samples',
-              'random_seed', 'network_depth', 'start_channel_num', 'latent_len', 'sigma',
-              'action')
+# Every flag defined above, in order: what a run saves in flags.json.
+FLAG_NAMES = tuple(flag.name for flag in FLAGS.get_key_flags_for_module(sys.modules[__name__]))
 MNIST_FILES = ('mnist_train.h5', 'mnist_valid.h5', 'mnist_test.h5')
 
 
@@ -120,10 +117,10 @@ def check_training_data(conf):
     train_path = os.path.join(conf.data_dir, conf.train_data)
     defaults = (conf.train_data, conf.valid_data, conf.test_data) == MNIST_FILES
     if defaults and not os.path.exists(train_path):
-        from utils import mnist
+        from utils import mnist, prepare_data
         outputs = [os.path.join(conf.data_dir, name) for name in MNIST_FILES]
         print(f'making {", ".join(outputs)} from the bundled MNIST IDX files in {mnist.IDX_DIR}')
-        mnist.convert_bundled(outputs)
+        prepare_data.prepare('idx', mnist.IDX_DIR, outputs)
     paths = [train_path] + ([os.path.join(conf.data_dir, conf.valid_data)]
                             if conf.valid_data else [])
     for path in paths:
@@ -178,11 +175,26 @@ def import_network_quietly():
     return network
 
 
+def check_resume_point(conf):
+    """Refuses --reload_step=N when modeldir has later checkpoints: training on from N
+    would overwrite them."""
+    if conf.reload_step <= 0:
+        return
+    checkpoints.find_checkpoint(conf.modeldir, conf.model_name, conf.reload_step)
+    later = [step for step in checkpoints.saved_steps(conf.modeldir, conf.model_name)
+             if step > conf.reload_step]
+    _require(not later, f'{conf.modeldir} has checkpoints after step {conf.reload_step} '
+             f'({", ".join(map(str, later))}) that training on from --reload_step='
+             f'{conf.reload_step} would overwrite: copy {conf.model_name}-{conf.reload_step}.* '
+             f'and flags.json to a new --modeldir and resume there')
+
+
 def run(conf):
     """Validates conf, then trains or predicts. Returns what the action returns."""
     validate(conf)
     saved = reconcile_with_saved(conf)
     if conf.action == 'train':
+        check_resume_point(conf)
         check_training_data(conf)
         if saved is None:
             checkpoints.save_config(conf.modeldir, conf.as_dict())

@@ -134,8 +134,9 @@ class MSVAE:
         self.train_op = self._optimizer(self.metrics['total'])
         self.train_summary = tf1.summary.merge(
             [tf1.summary.scalar(f'train/{name}', value) for name, value in self.metrics.items()])
-        self.saver = tf1.train.Saver(tf1.global_variables(),
-                                     max_to_keep=conf.keep_checkpoints)
+        # checkpoints.prune keeps the newest (across restarts too), and modeldir is scanned
+        # for them, so the Saver neither deletes nor writes a "checkpoint" state file
+        self.saver = tf1.train.Saver(tf1.global_variables(), max_to_keep=None)
         self.init_op = tf1.global_variables_initializer()
 
     def _stages(self, z, training):
@@ -206,11 +207,14 @@ class MSVAE:
         return self.step()
 
     def save(self):
-        """Writes checkpoint model_name-STEP of all global variables; returns its prefix."""
+        """Writes checkpoint model_name-STEP of all global variables, then deletes all
+        but the newest keep_checkpoints (also those of earlier runs); returns its prefix."""
         conf = self.conf
-        prefix = os.path.join(conf.modeldir, conf.model_name)
-        return self.saver.save(self.sess, prefix, global_step=self.step(),
-                               write_meta_graph=False)
+        prefix = self.saver.save(self.sess, os.path.join(conf.modeldir, conf.model_name),
+                                 global_step=self.step(), write_meta_graph=False,
+                                 write_state=False)
+        checkpoints.prune(conf.modeldir, conf.model_name, conf.keep_checkpoints)
+        return prefix
 
     def initialize_or_restore(self):
         """Restores reload_step (or the latest checkpoint), else initialises; returns the step."""
@@ -253,9 +257,9 @@ class MSVAE:
             print(f'interrupted: saved {self.save()}; run the same command to resume')
             raise
         finally:
+            progress.finish()
             reader.close()
             writer.close()
-        progress.finish()
         seconds = time.perf_counter() - began
         print(f'trained {conf.max_step - start} steps in {seconds:.0f} s '
               f'({(conf.max_step - start) * conf.batch / seconds:.0f} images/s); '

@@ -1,6 +1,8 @@
 """IDX reading/writing, MNIST IDX => HDF5, and the atomic HDF5 writer."""
 import gzip
 import os
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -96,3 +98,21 @@ def test_first_default_run_makes_the_bundled_mnist_files(tmp_path, capsys):
     main.check_training_data(conf)
     assert capsys.readouterr().out == ''
     assert os.path.getmtime(tmp_path / 'mnist_train.h5') == before
+
+
+def test_prepare_data_command_makes_files_and_never_overwrites(tmp_path):
+    train = np.random.default_rng(2).integers(0, 256, (40, 4, 4), dtype=np.uint8)
+    mnist.write_idx(str(tmp_path / 'train-images-idx3-ubyte'), train)  # raw, not gzipped
+    mnist.write_idx(str(tmp_path / 't10k-images-idx3-ubyte.gz'), train[:10])
+    command = [sys.executable, '-m', 'utils.prepare_data', '--source=idx',
+               f'--input_dir={tmp_path}', f'--data_dir={tmp_path / "out"}', '--num_valid=15']
+    done = subprocess.run(command, capture_output=True, text=True, cwd=main.ROOT)
+    assert done.returncode == 0, done.stderr
+    assert 'mnist_train.h5: 25 images' in done.stdout
+    with h5py.File(tmp_path / 'out' / 'mnist_valid.h5', 'r') as handle:
+        np.testing.assert_array_equal(handle['images'][..., 0], train[25:])
+    before = (tmp_path / 'out' / 'mnist_train.h5').read_bytes()
+    again = subprocess.run(command, capture_output=True, text=True, cwd=main.ROOT)
+    assert again.returncode == 2
+    assert again.stderr.strip().count('\n') == 0 and '--overwrite' in again.stderr
+    assert (tmp_path / 'out' / 'mnist_train.h5').read_bytes() == before

@@ -136,3 +136,24 @@ def test_help_shows_every_default():
     for name in main.FLAG_NAMES:
         assert f'--{name}' in result.stdout
     assert result.stdout.count('(default:') >= len(main.FLAG_NAMES)
+
+
+def test_celeba_flagfile_is_a_valid_128px_rgb_setting():
+    flags = main.FLAGS
+    flags.unparse_flags()
+    try:
+        flags(['main.py', f'--flagfile={os.path.join(ROOT, "configs", "celeba128.flags")}'])
+        conf = main.config_from_flags()
+    finally:
+        flags.unparse_flags()
+    assert (conf.height, conf.width, conf.channel) == (128, 128, 3)
+    assert conf.train_data == 'celeba128_train.h5'
+    main.validate(conf)  # raises on flags that cannot work together
+
+
+def test_reload_step_that_would_overwrite_later_checkpoints_is_refused(tiny_conf):
+    main.run(tiny_conf(max_step=10, save_step=5))
+    with pytest.raises(main.UserError, match='after step 5 \\(10\\).*new --modeldir'):
+        main.run(tiny_conf(max_step=12, reload_step=5))
+    with pytest.raises(main.UserError, match='no checkpoint msvae-3'):
+        main.run(tiny_conf(max_step=12, reload_step=3))

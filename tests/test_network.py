@@ -5,6 +5,8 @@ import tensorflow as tf
 
 import network
 from helpers import blob_images
+from utils import checkpoints
+from utils.errors import UserError
 
 tf1 = tf.compat.v1
 
@@ -108,3 +110,33 @@ def test_resume_continues_exactly(tiny_conf, tmp_path):
     assert a['global_step'] == b['global_step'] == 20
     for name in a:
         np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_a_bounded_number_of_checkpoints_is_kept_across_restarts(tiny_conf):
+    conf = tiny_conf(max_step=6, save_step=1, keep_checkpoints=3, valid_data='')
+    model = network.MSVAE(conf)
+    model.train()
+    model.close()
+    assert checkpoints.saved_steps(conf.modeldir, conf.model_name) == [4, 5, 6]
+    conf.max_step = 8
+    model = network.MSVAE(conf)
+    model.train()
+    model.close()
+    assert checkpoints.saved_steps(conf.modeldir, conf.model_name) == [6, 7, 8]
+
+
+def test_a_non_finite_loss_stops_training_and_saves_nothing(tiny_conf, monkeypatch):
+    conf = tiny_conf(max_step=10, save_step=2, valid_data='')
+    model = network.MSVAE(conf)
+    real_step = model.train_step
+
+    def step_that_diverges(batch, with_summary=False):
+        metrics, summary = real_step(batch, with_summary)
+        if model.step() >= 3:
+            metrics = dict(metrics, total=float('nan'))
+        return metrics, summary
+    monkeypatch.setattr(model, 'train_step', step_that_diverges)
+    with pytest.raises(UserError, match='not finite at step 3.*msvae-2'):
+        model.train()
+    model.close()
+    assert checkpoints.saved_steps(conf.modeldir, conf.model_name) == [2]

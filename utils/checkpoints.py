@@ -45,6 +45,16 @@ def find_checkpoint(modeldir, model_name, step):
     return checkpoint_prefix(modeldir, model_name, step)
 
 
+def prune(modeldir, model_name, keep):
+    """Deletes the files of all but the newest `keep` checkpoints; returns the deleted steps."""
+    old = saved_steps(modeldir, model_name)[:-keep]
+    for step in old:
+        prefix = checkpoint_prefix(modeldir, model_name, step)
+        for path in glob.glob(glob.escape(prefix) + '.*'):
+            os.remove(path)
+    return old
+
+
 def save_config(modeldir, config):
     """Writes the run's flags (a dict) to modeldir/flags.json, atomically."""
     os.makedirs(modeldir, exist_ok=True)

@@ -79,8 +79,3 @@ def convert(train_path, test_path, outputs, num_valid=NUM_VALID):
             'height': images.shape[1], 'width': images.shape[2], 'channel': 1})
     return tuple(len(images) for images, _, _ in pieces)
 
-
-def convert_bundled(outputs):
-    """Makes the three HDF5 files from the MNIST IDX files committed under data/mnist."""
-    return convert(os.path.join(IDX_DIR, TRAIN_IMAGES), os.path.join(IDX_DIR, TEST_IMAGES),
-                   outputs)

@@ -23,6 +23,7 @@ class TrainingProgress:
         self._recent = collections.deque(maxlen=RATE_WINDOW)
         self._interactive = sys.stderr.isatty()
         self._last_draw = -float('inf')
+        self._finished = False
         widgets = ['step ', progressbar.SimpleProgress(), ' ', progressbar.Bar(), ' ']
         for name in metric_names:
             widgets += [progressbar.Variable(name, precision=4, width=8), ' ']
@@ -59,5 +60,7 @@ class TrainingProgress:
         self._recent.clear()
 
     def finish(self):
-        """Draws the final state and ends the line."""
-        self.bar.finish(dirty=True)
+        """Draws the final state and ends the line (once; later calls do nothing)."""
+        if not self._finished:
+            self._finished = True
+            self.bar.finish(dirty=True)
