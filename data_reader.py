@@ -125,8 +125,8 @@ def read_rows(images, indices):
 class BatchReader:
     """Endless shuffled training batches from one HDF5 file, prefetched in a thread.
 
-    batch_at_step(s) semantics: the first next_batch() returns the batch of
-    training step `start_step`, the following ones steps start_step+1, ...
+    The first next_batch() returns the batch of the training step that follows
+    global step `start_step`, the next one the batch after it, and so on.
     """
 
     def __init__(self, path, height, width, channel, batch, seed, start_step=0,

@@ -196,8 +196,7 @@ def run(conf):
     if conf.action == 'train':
         check_resume_point(conf)
         check_training_data(conf)
-        if saved is None:
-            checkpoints.save_config(conf.modeldir, conf.as_dict())
+        checkpoints.save_config(conf.modeldir, conf.as_dict())  # this run's flags
     elif saved is None:
         raise UserError(f'{conf.modeldir} holds no trained model ({checkpoints.CONFIG_FILE} '
                         f'missing): train first or point --modeldir at a trained model')
