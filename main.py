@@ -12,8 +12,9 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TensorFlow's C++ star
 
 from absl import app, flags  # noqa: E402  (absl comes with TensorFlow)
 
-from utils import checkpoints, shapes  # noqa: E402
+from utils import preflight, shapes  # noqa: E402
 from utils.errors import UserError  # noqa: E402
+from utils.signals import TrainingStopped  # noqa: E402
 
 ACTIONS = ('train', 'predict')
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -43,6 +44,10 @@ flags.DEFINE_string('modeldir', 'modeldir', 'checkpoint folder; also holds the r
 flags.DEFINE_string('sampledir', 'samples', 'folder of the sample PNGs')
 flags.DEFINE_string('model_name', 'msvae', 'checkpoint name prefix: modeldir/model_name-STEP')
 flags.DEFINE_integer('reload_step', 0, 'resume training from this checkpoint step (0 = the latest)')
+flags.DEFINE_boolean('fresh_start', False, 'train from step 0 in a modeldir that holds a run: '
+                     'deletes its checkpoints and flags.json first')
+flags.DEFINE_boolean('deterministic', False, 'deterministic TensorFlow kernels (for exactly '
+                     'repeatable GPU runs; slower)')
 flags.DEFINE_integer('predict_step', 0, 'checkpoint step to predict from (0 or -1 = the latest)')
 flags.DEFINE_integer('num_samples', 64, 'prior samples written by --action=predict')
 flags.DEFINE_integer('random_seed', 1234, 'seed of initialisation, data order, noise and samples')
@@ -57,7 +62,6 @@ flags.DEFINE_string('action', 'train', f'what to do: {", ".join(ACTIONS)}')
 FLAGS = flags.FLAGS
 # Every flag defined above, in order: what a run saves in flags.json.
 FLAG_NAMES = tuple(flag.name for flag in FLAGS.get_key_flags_for_module(sys.modules[__name__]))
-MNIST_FILES = ('mnist_train.h5', 'mnist_valid.h5', 'mnist_test.h5')
 
 
 class Config:
@@ -111,49 +115,6 @@ def validate(conf):
              f'images (each level halves the size): use --network_depth={deepest} or less')
 
 
-def check_training_data(conf):
-    """Makes the bundled MNIST files when they are the missing defaults; checks the splits."""
-    import data_reader
-    train_path = os.path.join(conf.data_dir, conf.train_data)
-    defaults = (conf.train_data, conf.valid_data, conf.test_data) == MNIST_FILES
-    if defaults and not os.path.exists(train_path):
-        from utils import mnist, prepare_data
-        outputs = [os.path.join(conf.data_dir, name) for name in MNIST_FILES]
-        print(f'making {", ".join(outputs)} from the bundled MNIST IDX files in {mnist.IDX_DIR}')
-        prepare_data.prepare('idx', mnist.IDX_DIR, outputs)
-    paths = [train_path] + ([os.path.join(conf.data_dir, conf.valid_data)]
-                            if conf.valid_data else [])
-    for path in paths:
-        handle, _ = data_reader.open_images(path, conf.height, conf.width, conf.channel)
-        handle.close()
-
-
-def reconcile_with_saved(conf):
-    """Checks conf against the flags saved in modeldir; returns the saved dict (or None).
-
-    Training must use the saved architecture; prediction takes it from the
-    saved flags (and says so when the command line differs).
-    """
-    saved = checkpoints.load_config(conf.modeldir)
-    if saved is None:
-        return None
-    differing = [key for key in checkpoints.ARCH_KEYS if key in saved
-                 and saved[key] != getattr(conf, key)]
-    if conf.action == 'train':
-        _require(not differing, f'{conf.modeldir} holds a model with '
-                 + ', '.join(f'{k}={saved[k]}' for k in differing) + ' but the flags say '
-                 + ', '.join(f'{k}={getattr(conf, k)}' for k in differing)
-                 + ': use the same flags to resume, or another --modeldir')
-    else:
-        for key in checkpoints.ARCH_KEYS:
-            if key in saved:
-                if key in differing and FLAGS[key].present:
-                    print(f'note: --{key}={getattr(conf, key)} ignored; the model in '
-                          f'{conf.modeldir} was trained with {key}={saved[key]}')
-                setattr(conf, key, saved[key])
-    return saved
-
-
 def import_network_quietly():
     """Imports network.py (and TensorFlow), holding back the C++ start-up lines that
     TensorFlow writes to stderr whatever TF_CPP_MIN_LOG_LEVEL says; they are shown
@@ -175,32 +136,17 @@ def import_network_quietly():
     return network
 
 
-def check_resume_point(conf):
-    """Refuses --reload_step=N when modeldir has later checkpoints: training on from N
-    would overwrite them."""
-    if conf.reload_step <= 0:
-        return
-    checkpoints.find_checkpoint(conf.modeldir, conf.model_name, conf.reload_step)
-    later = [step for step in checkpoints.saved_steps(conf.modeldir, conf.model_name)
-             if step > conf.reload_step]
-    _require(not later, f'{conf.modeldir} has checkpoints after step {conf.reload_step} '
-             f'({", ".join(map(str, later))}) that training on from --reload_step='
-             f'{conf.reload_step} would overwrite: copy {conf.model_name}-{conf.reload_step}.* '
-             f'and flags.json to a new --modeldir and resume there')
-
-
 def run(conf):
     """Validates conf, then trains or predicts. Returns what the action returns."""
     validate(conf)
-    saved = reconcile_with_saved(conf)
     if conf.action == 'train':
-        check_resume_point(conf)
-        check_training_data(conf)
-        checkpoints.save_config(conf.modeldir, conf.as_dict())  # this run's flags
-    elif saved is None:
-        raise UserError(f'{conf.modeldir} holds no trained model ({checkpoints.CONFIG_FILE} '
-                        f'missing): train first or point --modeldir at a trained model')
+        preflight.prepare_training(conf)
+    else:
+        given = {name for name in FLAG_NAMES if FLAGS[name].present}
+        preflight.prepare_prediction(conf, given)
     network = import_network_quietly()
+    if conf.deterministic:
+        network.make_deterministic()
     model = network.MSVAE(conf)
     try:
         return getattr(model, conf.action)()
@@ -219,7 +165,11 @@ def main(argv):
     except UserError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
+    except TrainingStopped as stopped:
+        return 128 + stopped.signum
     except KeyboardInterrupt:
+        print('interrupted without saving (a second Ctrl-C); the newest checkpoint in '
+              '--modeldir is where the next run resumes', file=sys.stderr)
         return 130
     return 0
 

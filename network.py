@@ -17,6 +17,7 @@ from utils import checkpoints, images
 from utils.errors import UserError
 from utils.progress import TrainingProgress
 from utils.shapes import level_sizes
+from utils.signals import StopRequests, TrainingStopped
 
 tf1 = tf.compat.v1
 tf1.disable_eager_execution()  # a static graph run by a Session, TF 1.x style
@@ -25,6 +26,12 @@ tf.get_logger().setLevel('WARNING')  # no INFO line per checkpoint restore
 MIN_STD = 1e-4  # floor of q(z|x)'s standard deviation, keeps log(std) finite
 GRID_IMAGES = 16  # images per TensorBoard grid and per training sample PNG
 PRIOR_STREAM = 7919  # seeds the fixed prior samples apart from other seeded draws
+
+
+def make_deterministic():
+    """Asks TensorFlow for deterministic kernels (GPU runs repeat exactly, more slowly;
+    ops without a deterministic kernel then raise an error)."""
+    tf.config.experimental.enable_op_determinism()
 
 
 def prior_samples(seed, count, latent_len):
@@ -208,13 +215,28 @@ class MSVAE:
 
     def save(self):
         """Writes checkpoint model_name-STEP of all global variables, then deletes all
-        but the newest keep_checkpoints (also those of earlier runs); returns its prefix."""
+        but the newest keep_checkpoints (also those of earlier runs); returns its prefix.
+
+        The checkpoint is written under a temporary name and renamed into place
+        (checkpoints.publish), so a kill or a full disk during the write leaves
+        the earlier checkpoints as they were.
+        """
         conf = self.conf
-        prefix = self.saver.save(self.sess, os.path.join(conf.modeldir, conf.model_name),
-                                 global_step=self.step(), write_meta_graph=False,
-                                 write_state=False)
+        step = self.step()
+        try:
+            self.saver.save(self.sess, checkpoints.partial_prefix(conf.modeldir, conf.model_name,
+                                                                 step),
+                            write_meta_graph=False, write_state=False)
+            checkpoints.publish(conf.modeldir, conf.model_name, step)
+        except (tf.errors.OpError, OSError) as err:
+            checkpoints.discard_partial(conf.modeldir, conf.model_name)
+            reason = (getattr(err, 'message', None) or str(err)).strip().splitlines()[0]
+            raise UserError(f'could not write checkpoint {conf.model_name}-{step} in '
+                            f'{conf.modeldir} ({reason[:200]}); the earlier checkpoints are '
+                            f'intact: free disk space, then run the same command to '
+                            f'resume') from None
         checkpoints.prune(conf.modeldir, conf.model_name, conf.keep_checkpoints)
-        return prefix
+        return checkpoints.checkpoint_prefix(conf.modeldir, conf.model_name, step)
 
     def initialize_or_restore(self):
         """Restores reload_step (or the latest checkpoint), else initialises; returns the step."""
@@ -250,25 +272,29 @@ class MSVAE:
             conf.channel, conf.batch, conf.random_seed, start_step=start)
         progress = TrainingProgress(start, conf.max_step, conf.batch)
         began = time.perf_counter()
-        try:
-            self._train_loop(start, reader, writer, progress)
-        except KeyboardInterrupt:
-            progress.finish()
-            print(f'interrupted: saved {self.save()}; run the same command to resume')
-            raise
-        finally:
-            progress.finish()
-            reader.close()
-            writer.close()
+        with StopRequests() as stop:
+            try:
+                self._train_loop(start, reader, writer, progress, stop)
+            finally:
+                progress.finish()
+                reader.close()
+                writer.close()
+            if stop.signum:
+                prefix = self.save()
+                print(f'stopped by {stop.name} at step {self.step()}: saved {prefix}; run '
+                      f'the same command to resume')
+                raise TrainingStopped(stop.signum)
         seconds = time.perf_counter() - began
         print(f'trained {conf.max_step - start} steps in {seconds:.0f} s '
               f'({(conf.max_step - start) * conf.batch / seconds:.0f} images/s); '
               f'last checkpoint {checkpoints.checkpoint_prefix(conf.modeldir, conf.model_name, conf.max_step)}')
         return conf.max_step
 
-    def _train_loop(self, start, reader, writer, progress):
+    def _train_loop(self, start, reader, writer, progress, stop):
         conf = self.conf
         for step in range(start + 1, conf.max_step + 1):
+            if stop.signum:
+                return
             metrics, summary = self.train_step(reader.next_batch(),
                                                with_summary=step % conf.summary_step == 0)
             if not np.isfinite(metrics['total']):

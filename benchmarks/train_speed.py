@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 import main  # noqa: E402  (defines the model flags)
+from utils import preflight  # noqa: E402
 
 flags.DEFINE_integer('windows', 5, 'timed windows per loop')
 flags.DEFINE_integer('window_steps', 20, 'training steps per window')
@@ -37,7 +38,7 @@ def run(_):
     """Builds the model of the flags and prints the two medians."""
     conf = main.config_from_flags()
     main.validate(conf)
-    main.check_training_data(conf)
+    preflight.check_training_data(conf)
     network = main.import_network_quietly()
     import data_reader
     model = network.MSVAE(conf)

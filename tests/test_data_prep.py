@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import main
-from utils import mnist
+from utils import mnist, preflight
 from utils.hdf5_writer import chunk_rows, write_images
 
 
@@ -83,11 +83,11 @@ def test_interrupted_write_leaves_nothing(tmp_path):
 
 def test_first_default_run_makes_the_bundled_mnist_files(tmp_path, capsys):
     conf = main.default_config(data_dir=str(tmp_path))
-    main.check_training_data(conf)
+    preflight.check_training_data(conf)
     said = capsys.readouterr().out
     assert said.count('\n') == 1 and 'making' in said
     counts = {}
-    for name in main.MNIST_FILES:
+    for name in preflight.MNIST_FILES:
         with h5py.File(tmp_path / name, 'r') as handle:
             counts[name] = handle['images'].shape
             sample = handle['images'][:100]
@@ -95,7 +95,7 @@ def test_first_default_run_makes_the_bundled_mnist_files(tmp_path, capsys):
     assert counts == {'mnist_train.h5': (55000, 28, 28, 1), 'mnist_valid.h5': (5000, 28, 28, 1),
                       'mnist_test.h5': (10000, 28, 28, 1)}
     before = os.path.getmtime(tmp_path / 'mnist_train.h5')
-    main.check_training_data(conf)
+    preflight.check_training_data(conf)
     assert capsys.readouterr().out == ''
     assert os.path.getmtime(tmp_path / 'mnist_train.h5') == before
 

@@ -134,7 +134,7 @@ def test_missing_predict_step_is_a_clear_error(tiny_data, tmp_path):
 def test_help_shows_every_default():
     result = run_main('--helpshort')  # absl prints the help and exits with status 1
     for name in main.FLAG_NAMES:
-        assert f'--{name}' in result.stdout
+        assert f'--{name}:' in result.stdout or f'--[no]{name}:' in result.stdout
     assert result.stdout.count('(default:') >= len(main.FLAG_NAMES)
 
 

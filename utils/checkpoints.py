@@ -3,10 +3,12 @@ import glob
 import json
 import os
 import re
+import shutil
 
 from utils.errors import UserError
 
 CONFIG_FILE = 'flags.json'  # the flags of the run, written beside its checkpoints
+PARTIAL = '.partial-'  # name prefix of a checkpoint while it is being written
 # The flags that fix the graph's variables: a checkpoint restores only into
 # a graph built with the same values.
 ARCH_KEYS = ('height', 'width', 'channel', 'network_depth', 'start_channel_num',
@@ -45,14 +47,72 @@ def find_checkpoint(modeldir, model_name, step):
     return checkpoint_prefix(modeldir, model_name, step)
 
 
+def partial_prefix(modeldir, model_name, step):
+    """Where checkpoint `step` is written before publish() renames it into place."""
+    return os.path.join(modeldir, f'{PARTIAL}{model_name}-{step}')
+
+
+def publish(modeldir, model_name, step):
+    """Renames the checkpoint written at partial_prefix() to model_name-STEP.
+
+    The data files move first and the .index last: saved_steps() sees a
+    checkpoint only by its .index, so a kill at any moment leaves either the
+    complete checkpoint or none under the final name.
+    """
+    source = partial_prefix(modeldir, model_name, step)
+    target = checkpoint_prefix(modeldir, model_name, step)
+    data = sorted(glob.glob(glob.escape(source) + '.data-*'))
+    if not data or not os.path.exists(source + '.index'):
+        raise OSError(f'checkpoint files missing under {source}')
+    for path in data:
+        os.replace(path, target + path[len(source):])
+    os.replace(source + '.index', target + '.index')
+
+
+def remove_checkpoint(modeldir, model_name, step):
+    """Deletes the files of one checkpoint, the .index first (so it is never half there)."""
+    prefix = checkpoint_prefix(modeldir, model_name, step)
+    if os.path.exists(prefix + '.index'):
+        os.remove(prefix + '.index')
+    for path in glob.glob(glob.escape(prefix) + '.*'):
+        os.remove(path)
+
+
 def prune(modeldir, model_name, keep):
-    """Deletes the files of all but the newest `keep` checkpoints; returns the deleted steps."""
+    """Deletes all but the newest `keep` checkpoints; returns the deleted steps."""
     old = saved_steps(modeldir, model_name)[:-keep]
     for step in old:
-        prefix = checkpoint_prefix(modeldir, model_name, step)
-        for path in glob.glob(glob.escape(prefix) + '.*'):
-            os.remove(path)
+        remove_checkpoint(modeldir, model_name, step)
     return old
+
+
+def discard_partial(modeldir, model_name):
+    """Removes what an interrupted save left: files and folders under the partial
+    prefix, and data files of a step whose .index never arrived. Returns their count."""
+    leftovers = glob.glob(os.path.join(glob.escape(modeldir), PARTIAL + '*'))
+    complete = set(saved_steps(modeldir, model_name))
+    pattern = re.compile(re.escape(model_name) + r'-(\d+)\.data-')
+    for path in glob.glob(os.path.join(glob.escape(modeldir), f'{glob.escape(model_name)}-*.data-*')):
+        match = pattern.match(os.path.basename(path))
+        if match and int(match.group(1)) not in complete:
+            leftovers.append(path)
+    for path in leftovers:
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    return len(leftovers)
+
+
+def remove_run(modeldir, model_name):
+    """Deletes every checkpoint of model_name and flags.json; returns how many checkpoints."""
+    steps = saved_steps(modeldir, model_name)
+    for step in steps:
+        remove_checkpoint(modeldir, model_name, step)
+    discard_partial(modeldir, model_name)
+    if os.path.exists(os.path.join(modeldir, CONFIG_FILE)):
+        os.remove(os.path.join(modeldir, CONFIG_FILE))
+    return len(steps)
 
 
 def save_config(modeldir, config):

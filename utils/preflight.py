@@ -1,0 +1,126 @@
+"""Checks made before TensorFlow loads: the folders, modeldir's earlier run and the data.
+
+Each raises UserError with the problem and the fix, before anything on disk changes.
+"""
+import os
+import tempfile
+
+import data_reader
+from utils import checkpoints, mnist, prepare_data
+from utils.errors import UserError
+
+MNIST_FILES = ('mnist_train.h5', 'mnist_valid.h5', 'mnist_test.h5')  # the default split names
+
+
+def check_writable(**folders):
+    """Creates each folder if needed and checks that a file can be written in it.
+
+    folders: flag name => path, e.g. modeldir='modeldir'.
+    """
+    for flag, folder in folders.items():
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            raise UserError(f'cannot write to --{flag}={folder} ({err.strerror or err}): '
+                            f'choose a writable folder') from None
+
+
+def describe(keys, values):
+    """'a=1, b=2' for the keys of a dict or namespace."""
+    get = values.get if isinstance(values, dict) else lambda key: getattr(values, key)
+    return ', '.join(f'{key}={get(key)}' for key in keys)
+
+
+def check_modeldir_for_training(conf):
+    """Decides between resuming, starting, and refusing; with --fresh_start deletes the
+    earlier run of model_name in modeldir first. Returns 'resume', 'start' or 'fresh'."""
+    saved = checkpoints.load_config(conf.modeldir)
+    steps = checkpoints.saved_steps(conf.modeldir, conf.model_name)
+    if conf.fresh_start:
+        if saved is not None or steps:
+            count = checkpoints.remove_run(conf.modeldir, conf.model_name)
+            print(f'--fresh_start: deleted {count} checkpoints and the flags of the earlier '
+                  f'run in {conf.modeldir} (its TensorBoard events stay in {conf.logdir})')
+        return 'fresh'
+    if saved is None:
+        if steps:
+            raise UserError(f'{conf.modeldir} holds checkpoints but no {checkpoints.CONFIG_FILE}, '
+                            f'so the flags they were trained with are unknown: restore it, or '
+                            f'pass --fresh_start to delete them and start over')
+        if os.listdir(conf.modeldir):
+            raise UserError(f'--modeldir={conf.modeldir} is not empty and holds no run: choose '
+                            f'an empty or new folder, or pass --fresh_start to start there')
+        return 'start'
+    differing = [key for key in checkpoints.ARCH_KEYS if saved.get(key) != getattr(conf, key)]
+    if differing:
+        raise UserError(f'{conf.modeldir} holds a model with {describe(differing, saved)} but '
+                        f'the flags say {describe(differing, conf)}: use the same flags to '
+                        f'resume, another --modeldir, or --fresh_start to delete that run')
+    return 'resume'
+
+
+def check_resume_point(conf):
+    """Refuses --reload_step=N when it is missing or modeldir has later checkpoints
+    (training on from N would overwrite them)."""
+    if conf.reload_step <= 0:
+        return
+    checkpoints.find_checkpoint(conf.modeldir, conf.model_name, conf.reload_step)
+    later = [step for step in checkpoints.saved_steps(conf.modeldir, conf.model_name)
+             if step > conf.reload_step]
+    if later:
+        raise UserError(f'{conf.modeldir} has checkpoints after step {conf.reload_step} '
+                        f'({", ".join(map(str, later))}) that training on from --reload_step='
+                        f'{conf.reload_step} would overwrite: copy {conf.model_name}-'
+                        f'{conf.reload_step}.* and flags.json to a new --modeldir and resume '
+                        f'there')
+
+
+def check_training_data(conf):
+    """Makes the bundled MNIST files when they are the missing defaults; checks that the
+    splits match the flags and that the training split holds at least one batch."""
+    train_path = os.path.join(conf.data_dir, conf.train_data)
+    defaults = (conf.train_data, conf.valid_data, conf.test_data) == MNIST_FILES
+    if defaults and not os.path.exists(train_path):
+        outputs = [os.path.join(conf.data_dir, name) for name in MNIST_FILES]
+        print(f'making {", ".join(outputs)} from the bundled MNIST IDX files in {mnist.IDX_DIR}')
+        prepare_data.prepare('idx', mnist.IDX_DIR, outputs)
+    paths = [train_path] + ([os.path.join(conf.data_dir, conf.valid_data)]
+                            if conf.valid_data else [])
+    for path in paths:
+        handle, images = data_reader.open_images(path, conf.height, conf.width, conf.channel)
+        count = images.shape[0]
+        handle.close()
+        if path == train_path and count < conf.batch:
+            raise UserError(f'{path} holds {count} images, fewer than --batch={conf.batch}: '
+                            f'lower --batch to {count} or less, or use more data')
+
+
+def prepare_training(conf):
+    """All checks of --action=train, then writes this run's flags to modeldir."""
+    check_writable(modeldir=conf.modeldir, logdir=conf.logdir, sampledir=conf.sampledir)
+    check_modeldir_for_training(conf)
+    check_resume_point(conf)
+    check_training_data(conf)
+    checkpoints.discard_partial(conf.modeldir, conf.model_name)
+    checkpoints.save_config(conf.modeldir, conf.as_dict())
+
+
+def prepare_prediction(conf, given_flags=()):
+    """Takes the architecture from modeldir's flags.json (a differing flag in
+    given_flags gets a note) and checks the checkpoint and sampledir."""
+    saved = checkpoints.load_config(conf.modeldir)
+    if saved is None:
+        raise UserError(f'{conf.modeldir} holds no trained model ({checkpoints.CONFIG_FILE} '
+                        f'missing): train first or point --modeldir at a trained model')
+    for key in checkpoints.ARCH_KEYS:
+        if key in given_flags and saved.get(key) != getattr(conf, key):
+            print(f'note: --{key}={getattr(conf, key)} ignored; the model in {conf.modeldir} '
+                  f'was trained with {key}={saved[key]}')
+        setattr(conf, key, saved[key])
+    if checkpoints.find_checkpoint(conf.modeldir, conf.model_name, conf.predict_step) is None:
+        raise UserError(f'no checkpoint {conf.model_name}-* in {conf.modeldir}: train first '
+                        f'(it saves every --save_step steps) or point --modeldir at a trained '
+                        f'model')
+    check_writable(sampledir=conf.sampledir)
