@@ -144,6 +144,11 @@ class MSVAE:
         # checkpoints.prune keeps the newest (across restarts too), and modeldir is scanned
         # for them, so the Saver neither deletes nor writes a "checkpoint" state file
         self.saver = tf1.train.Saver(tf1.global_variables(), max_to_keep=None)
+        # checked before each save: a step can turn the weights to Inf/NaN while its
+        # own loss, computed before the update, was still finite
+        self.variables_finite = tf.reduce_all(
+            [tf.reduce_all(tf.math.is_finite(v)) for v in tf1.global_variables()
+             if v.dtype.base_dtype.is_floating])
         self.init_op = tf1.global_variables_initializer()
 
     def _stages(self, z, training):
@@ -223,6 +228,8 @@ class MSVAE:
         """
         conf = self.conf
         step = self.step()
+        if not self.sess.run(self.variables_finite):
+            raise UserError(self._diverged_message(step, {}))
         try:
             self.saver.save(self.sess, checkpoints.partial_prefix(conf.modeldir, conf.model_name,
                                                                  step),
@@ -311,12 +318,15 @@ class MSVAE:
                 progress.pause()
 
     def _diverged_message(self, step, metrics):
+        """The error for a non-finite loss (metrics) or non-finite weights (no metrics)."""
         conf = self.conf
         kept = checkpoints.saved_steps(conf.modeldir, conf.model_name)
         last = f'{conf.model_name}-{kept[-1]}' if kept else 'none yet'
         bad = ', '.join(f'{k}={v:.4g}' for k, v in metrics.items() if not np.isfinite(v))
-        return (f'the loss is not finite at step {step} ({bad}); nothing was saved, the '
-                f'last good checkpoint is {last}: lower --learning_rate or raise --sigma')
+        what = f'the loss is not finite at step {step} ({bad})' if metrics else \
+            f'the weights are not finite after step {step}'
+        return (f'{what}; nothing was saved, the last good checkpoint is {last}: lower '
+                f'--learning_rate or raise --sigma')
 
     # ------------------------------------------------------------ validation
 

@@ -1,8 +1,13 @@
 """The model: stage shapes, inference-mode batch norm, learning, and exact resume."""
+import glob
+import os
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import data_reader
 import network
 from helpers import blob_images
 from utils import checkpoints
@@ -14,6 +19,7 @@ tf1 = tf.compat.v1
 def output_shape(build, shape):
     graph = tf.Graph()
     with graph.as_default():
+        tf1.set_random_seed(0)
         x = tf1.placeholder(tf.float32, [None, *shape])
         y = build(x)
         with tf1.Session() as sess:
@@ -27,7 +33,7 @@ def output_shape(build, shape):
 def test_unet_keeps_the_shape(depth, shape):
     values = output_shape(lambda x: network.unet(x, depth, 4, False), shape)
     assert values.shape == (2, *shape)
-    assert np.all(np.abs(values) < 1)  # tanh output
+    assert np.all(np.abs(values) <= 1)  # tanh output
 
 
 @pytest.mark.parametrize('shape, depth', [((28, 28, 1), 3), ((20, 12, 3), 2), ((64, 48, 3), 4)])
@@ -85,31 +91,76 @@ def checkpoint_values(prefix):
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
 
 
+def logged_losses(logdir):
+    """step => train/total from the TensorBoard events of a run."""
+    losses = {}
+    for path in glob.glob(os.path.join(logdir, 'events.out.tfevents.*')):
+        for event in tf1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == 'train/total':
+                    losses[event.step] = value.simple_value
+    return losses
+
+
 def test_resume_continues_exactly(tiny_conf, tmp_path):
-    """Ten steps, stop, ten more from the checkpoint: every variable (weights, batch-norm
-    averages, Adam slots, global step) equals that of twenty uninterrupted steps."""
-    straight = tiny_conf(max_step=20, save_step=10, modeldir=str(tmp_path / 'straight'))
-    model = network.MSVAE(straight)
+    """Ten steps, stop, ten more from the checkpoint: the losses of steps 11..20 and every
+    variable (weights, batch-norm averages, Adam slots, global step) equal those of
+    twenty uninterrupted steps, bit for bit on CPU."""
+    def conf(name, max_step):
+        return tiny_conf(max_step=max_step, save_step=10, summary_step=1,
+                         modeldir=str(tmp_path / name), logdir=str(tmp_path / f'{name}_log'))
+    model = network.MSVAE(conf('straight', 20))
     assert model.train() == 20
     model.close()
+    for max_step in (10, 20):
+        model = network.MSVAE(conf('split', max_step))
+        model.train()
+        model.close()
 
-    split = tiny_conf(max_step=10, save_step=10, modeldir=str(tmp_path / 'split'))
-    model = network.MSVAE(split)
-    model.train()
-    model.close()
-    split.max_step = 20
-    model = network.MSVAE(split)
-    assert model.initialize_or_restore() == 10
-    assert model.train() == 20
-    model.close()
-
+    straight, split = logged_losses(str(tmp_path / 'straight_log')), logged_losses(
+        str(tmp_path / 'split_log'))
+    assert sorted(split) == sorted(straight) == list(range(1, 21))
+    np.testing.assert_array_equal([split[s] for s in range(11, 21)],
+                                  [straight[s] for s in range(11, 21)])
     a = checkpoint_values(str(tmp_path / 'straight' / 'msvae-20'))
     b = checkpoint_values(str(tmp_path / 'split' / 'msvae-20'))
     assert a.keys() == b.keys()
     assert any('Adam' in name for name in a) and any('moving_mean' in name for name in a)
     assert a['global_step'] == b['global_step'] == 20
     for name in a:
-        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_same_seed_gives_the_same_first_20_losses(tiny_conf, tmp_path):
+    def first_losses(seed):
+        model = network.MSVAE(tiny_conf(random_seed=seed))
+        model.sess.run(model.init_op)
+        conf = model.conf
+        with data_reader.BatchReader(os.path.join(conf.data_dir, conf.train_data), 16, 16, 1,
+                                     conf.batch, seed) as reader:
+            losses = [model.train_step(reader.next_batch())[0]['total'] for _ in range(20)]
+        model.close()
+        return np.array(losses)
+    first = first_losses(5)
+    np.testing.assert_array_equal(first, first_losses(5))
+    assert not np.allclose(first, first_losses(6))
+
+
+def test_a_huge_learning_rate_stops_at_the_first_non_finite_loss(tiny_conf):
+    conf = tiny_conf(learning_rate=1e6, max_step=50, save_step=1, keep_checkpoints=50,
+                     valid_data='')
+    model = network.MSVAE(conf)
+    with pytest.raises(UserError, match=r'not finite (at|after) step (\d+)') as caught:
+        model.train()
+    model.close()
+    step = int(re.search(r'step (\d+)', str(caught.value)).group(1))
+    saved = checkpoints.saved_steps(conf.modeldir, conf.model_name)
+    assert saved == list(range(1, step))  # nothing saved at or after the broken step
+    if saved:
+        assert f'msvae-{saved[-1]}' in str(caught.value)
+        values = checkpoint_values(checkpoints.checkpoint_prefix(conf.modeldir, 'msvae',
+                                                                 saved[-1]))
+        assert all(np.all(np.isfinite(v)) for v in values.values())
 
 
 def test_a_bounded_number_of_checkpoints_is_kept_across_restarts(tiny_conf):

@@ -10,8 +10,9 @@ BAND_GAP = 6  # extra pixels between the bands of a stage grid
 
 
 def to_uint8(images):
-    """float [-1, 1] => uint8 [0, 255], clipped and rounded."""
-    return np.clip(np.rint((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    """float [-1, 1] => uint8 [0, 255], clipped and rounded (NaN shows as mid-grey)."""
+    values = np.nan_to_num(np.asarray(images, np.float64), nan=0.0)
+    return np.clip(np.rint((values + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def tile_rows(rows, gap=GAP, band_gaps=()):
