@@ -68,9 +68,11 @@ def _check_images(handle, path, expected):
                         f'in [0, 255]; recreate it with python -m utils.prepare_data')
     if images.ndim != 4:
         raise DataError(f'{path}: "{DATASET}" has shape {images.shape}, expected '
-                        f'[N, height, width, channel]')
+                        f'[N, height, width, channel]; recreate it with python -m '
+                        f'utils.prepare_data')
     if images.shape[0] == 0:
-        raise DataError(f'{path}: "{DATASET}" holds no images')
+        raise DataError(f'{path}: "{DATASET}" holds no images; point the data flags at a '
+                        f'split with images, or recreate it with python -m utils.prepare_data')
     found = tuple(images.shape[1:])
     if found != tuple(expected):
         fix = ' '.join(f'--{name}={value}' for name, value, want in
@@ -131,6 +133,7 @@ class BatchReader:
 
     def __init__(self, path, height, width, channel, batch, seed, start_step=0,
                  prefetch=8, memory_limit_mb=DEFAULT_MEMORY_LIMIT_MB):
+        self.path = path
         self._file, images = open_images(path, height, width, channel)
         self.num_images = images.shape[0]
         if images.size <= memory_limit_mb * 2 ** 20:
@@ -148,6 +151,9 @@ class BatchReader:
             while not self._stop.is_set():
                 batch = to_float(read_rows(self._images, self._stream.next()))
                 self._put(batch)
+        except (OSError, KeyError, ValueError) as err:  # h5py's ways of failing a read
+            self._put(DataError(f'reading {self.path} failed ({err}); the file may be '
+                                f'damaged: recreate it with python -m utils.prepare_data'))
         except Exception as err:  # handed to the consumer, which re-raises it
             self._put(err)
 

@@ -104,10 +104,13 @@ def validate(conf):
     for name in ('max_step', 'test_step', 'save_step', 'summary_step', 'batch', 'height',
                  'width', 'network_depth', 'start_channel_num', 'latent_len',
                  'keep_checkpoints', 'valid_images', 'num_samples'):
-        _require(getattr(conf, name) > 0, f'--{name}={getattr(conf, name)} must be positive')
+        _require(getattr(conf, name) > 0,
+                 f'--{name}={getattr(conf, name)} must be positive: give a whole number > 0')
     _require(conf.channel in (1, 3), f'--channel={conf.channel} must be 1 or 3')
-    _require(conf.sigma > 0, f'--sigma={conf.sigma} must be positive')
-    _require(conf.learning_rate > 0, f'--learning_rate={conf.learning_rate} must be positive')
+    _require(conf.sigma > 0, f'--sigma={conf.sigma} must be positive: the decoder\'s standard '
+             f'deviation, in pixel units of [-1, 1] (default {FLAGS["sigma"].default})')
+    _require(conf.learning_rate > 0, f'--learning_rate={conf.learning_rate} must be positive '
+             f'(default {FLAGS["learning_rate"].default})')
     _require(0 <= conf.beta1 < 1, f'--beta1={conf.beta1} must be in [0, 1)')
     deepest = shapes.max_depth(conf.height, conf.width)
     _require(conf.network_depth <= deepest,

@@ -103,3 +103,21 @@ def test_clear_errors(tmp_path, content, message):
         make_file(path, **content)
     with pytest.raises(data_reader.DataError, match=message.replace('[', r'\[')):
         data_reader.open_images(str(path), 4, 3, 1)
+
+
+def test_a_read_failing_mid_run_is_a_clear_error(numbered):
+    """An I/O error in the prefetch thread (a failing disk, a lost network mount) reaches
+    the training loop as a DataError naming the file, not as a bare h5py traceback."""
+    class FailingImages:
+        def __getitem__(self, item):
+            raise OSError("Can't synchronously read data (file read failed)")
+    reader = data_reader.BatchReader(numbered, 4, 3, 1, 16, seed=0, prefetch=1,
+                                     memory_limit_mb=0)
+    try:
+        reader.next_batch()
+        reader._images = FailingImages()
+        with pytest.raises(data_reader.DataError, match='reading .*numbered.h5 failed.*recreate'):
+            for _ in range(5):
+                reader.next_batch()
+    finally:
+        reader.close()

@@ -1,0 +1,150 @@
+"""Every row of docs/errors.md: one line on stderr naming the problem and the fix, exit
+status 2, no traceback, and no file on disk changed."""
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import ROOT, TINY
+from helpers import blob_images
+from utils.hdf5_writer import write_images
+
+
+def write_h5(path, **datasets):
+    with h5py.File(path, 'w') as handle:
+        for name, value in datasets.items():
+            handle[name] = value
+
+
+def garbage(path):
+    with open(path, 'wb') as handle:
+        handle.write(b'this is not an HDF5 file' * 10)
+
+
+def truncated(path):
+    write_images(path, blob_images(96, seed=1))
+    with open(path, 'r+b') as handle:
+        handle.truncate(os.path.getsize(path) // 2)
+
+
+def train_file(make):
+    """Setup that replaces data/train.h5 with make(path)."""
+    return lambda root: make(str(root / 'data' / 'train.h5'))
+
+
+def blocker(root):
+    """A regular file where a folder would have to be: nothing below it can be made."""
+    (root / 'blocker').write_text('a file, not a folder')
+
+
+# id: (setup(root) or None, extra flags, expected part of the message)
+CASES = {
+    'missing_file': (None, {'train_data': 'missing.h5'}, 'missing.h5 not found'),
+    'not_hdf5': (train_file(garbage), {}, 'is not a readable HDF5 file'),
+    'truncated_hdf5': (train_file(truncated), {}, 'is not a readable HDF5 file'),
+    'no_images_dataset': (train_file(lambda p: write_h5(p, pixels=np.zeros((9, 16, 16, 1),
+                                                                            np.uint8))),
+                          {}, 'has no dataset "images"'),
+    'wrong_dtype': (train_file(lambda p: write_h5(p, images=np.zeros((9, 16, 16, 1),
+                                                                     np.float32))),
+                    {}, 'is float32, expected uint8'),
+    'wrong_rank': (train_file(lambda p: write_h5(p, images=np.zeros((9, 16, 16), np.uint8))),
+                   {}, 'expected [N, height, width, channel]'),
+    'channel_mismatch': (None, {'channel': 3}, 'set --channel=1'),
+    'size_mismatch': (None, {'height': 32, 'width': 32, 'network_depth': 2},
+                      'set --height=16 --width=16'),
+    'empty_split': (train_file(lambda p: write_h5(p, images=np.zeros((0, 16, 16, 1),
+                                                                     np.uint8))),
+                    {}, 'holds no images'),
+    'batch_larger_than_split': (None, {'batch': 100}, 'fewer than --batch=100'),
+    'network_too_deep': (None, {'network_depth': 5}, 'too deep for 16x16 images'),
+    'sigma_not_positive': (None, {'sigma': 0}, '--sigma=0.0 must be positive'),
+    'learning_rate_not_positive': (None, {'learning_rate': -1},
+                                   '--learning_rate=-1.0 must be positive'),
+    'step_count_not_positive': (None, {'max_step': 0}, '--max_step=0 must be positive'),
+    'unknown_action': (None, {'action': 'dance'}, 'unknown --action=dance'),
+    'predict_without_model': (None, {'action': 'predict'}, 'holds no trained model'),
+    'predict_without_checkpoint': ('flags_only', {'action': 'predict'},
+                                   'no checkpoint msvae-* in'),
+    'predict_step_missing': ('trained', {'action': 'predict', 'predict_step': 7},
+                             'no checkpoint msvae-7'),
+    'unwritable_logdir': (blocker, {'logdir': 'BLOCKER/log'},
+                          'cannot write to --logdir'),
+    'unwritable_modeldir': (blocker, {'modeldir': 'BLOCKER/model'},
+                            'cannot write to --modeldir'),
+    'unwritable_sampledir': (blocker, {'sampledir': 'BLOCKER/s'},
+                             'cannot write to --sampledir'),
+    'architecture_changed': ('trained', {'latent_len': 8}, 'holds a model with latent_len=4'),
+    'modeldir_holds_something_else': (lambda root: (root / 'model').mkdir() or (
+        root / 'model' / 'notes.txt').write_text('mine'), {}, 'is not empty and holds no run'),
+    'checkpoints_without_flags': ('trained_no_flags', {}, 'no flags.json'),
+    'reload_step_would_overwrite': ('trained', {'reload_step': 5}, 'checkpoints after step 5'),
+    'reload_step_missing': ('trained', {'reload_step': 3}, 'no checkpoint msvae-3'),
+}
+
+
+@pytest.fixture(scope='module')
+def trained_model(tmp_path_factory):
+    """A tiny model trained for 10 steps (checkpoints 5 and 10), made once."""
+    root = tmp_path_factory.mktemp('trained')
+    data = root / 'data'
+    write_images(str(data / 'train.h5'), blob_images(96, seed=1))
+    args = [f'--{k}={v}' for k, v in dict(TINY, data_dir=data, modeldir=root / 'model',
+                                           logdir=root / 'log', sampledir=root / 's',
+                                           valid_data='').items()]
+    done = subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), *args],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return root / 'model'
+
+
+def snapshot(root):
+    """path => sha256 of every file under root."""
+    found = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, 'rb') as handle:
+                found[path] = hashlib.sha256(handle.read()).hexdigest()
+    return found
+
+
+@pytest.mark.parametrize('case', sorted(CASES))
+def test_bad_input_gives_one_line_and_changes_nothing(case, tmp_path, trained_model):
+    setup, extra, expected = CASES[case]
+    write_images(str(tmp_path / 'data' / 'train.h5'), blob_images(96, seed=1))
+    if setup in ('trained', 'trained_no_flags', 'flags_only'):
+        shutil.copytree(trained_model, tmp_path / 'model')
+        if setup == 'trained_no_flags':
+            os.remove(tmp_path / 'model' / 'flags.json')
+        if setup == 'flags_only':
+            for path in (tmp_path / 'model').glob('msvae-*'):
+                path.unlink()
+    elif setup is not None:
+        setup(tmp_path)
+    values = dict(TINY, data_dir=tmp_path / 'data', modeldir=tmp_path / 'model',
+                  logdir=tmp_path / 'log', sampledir=tmp_path / 'samples', valid_data='')
+    values.update({k: str(v).replace('BLOCKER', str(tmp_path / 'blocker'))
+                   for k, v in extra.items()})
+    before = snapshot(tmp_path)
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'main.py')] +
+                            [f'--{k}={v}' for k, v in values.items()],
+                            capture_output=True, text=True, timeout=600)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith('error: ') and expected in lines[0], lines[0]
+    assert snapshot(tmp_path) == before
+    print(lines[0].replace(str(tmp_path), '<tmp>'))
+
+
+def test_every_case_is_in_the_docs_table_and_back():
+    with open(os.path.join(ROOT, 'docs', 'errors.md')) as handle:
+        documented = set(re.findall(r'^\| `([a-z0-9_]+)` \|', handle.read(), re.MULTILINE))
+    assert documented == set(CASES)
