@@ -105,7 +105,8 @@ def test_prepare_data_command_makes_files_and_never_overwrites(tmp_path):
     mnist.write_idx(str(tmp_path / 'train-images-idx3-ubyte'), train)  # raw, not gzipped
     mnist.write_idx(str(tmp_path / 't10k-images-idx3-ubyte.gz'), train[:10])
     command = [sys.executable, '-m', 'utils.prepare_data', '--source=idx',
-               f'--input_dir={tmp_path}', f'--data_dir={tmp_path / "out"}', '--num_valid=15']
+               f'--input_dir={tmp_path}', f'--data_dir={tmp_path / "out"}', '--num_valid=15',
+               '--height=4', '--width=4']
     done = subprocess.run(command, capture_output=True, text=True, cwd=main.ROOT)
     assert done.returncode == 0, done.stderr
     assert 'mnist_train.h5: 25 images' in done.stdout

@@ -5,6 +5,7 @@ last 5,000, test = the 10,000 images of the IDX test set (the split of the
 classic TensorFlow MNIST tutorial).
 """
 import gzip
+import json
 import os
 
 import numpy as np
@@ -60,22 +61,32 @@ def read_idx_images(path):
     return images[..., np.newaxis]
 
 
-def convert(train_path, test_path, outputs, num_valid=NUM_VALID):
+def convert(train_path, test_path, outputs, num_valid=NUM_VALID, expected_shape=None):
     """IDX train/test image files => HDF5 files outputs = (train, valid, test).
 
-    Returns the number of images written to each.
+    expected_shape: (height, width, channel) the flags ask for; the IDX images must
+    have it. Returns the number of images written to each.
     """
     train = read_idx_images(train_path)
     test = read_idx_images(test_path)
+    found = train.shape[1:]
+    if expected_shape is not None and tuple(expected_shape) != found:
+        raise IdxError(f'the IDX images are {found[0]}x{found[1]}x{found[2]} but the flags '
+                       f'say {expected_shape[0]}x{expected_shape[1]}x{expected_shape[2]}: '
+                       f'pass --height={found[0]} --width={found[1]} --channel={found[2]}')
+    if test.shape[1:] != found:
+        raise IdxError(f'{test_path} holds {test.shape[1:]} images, {train_path} {found}')
     if not 0 < num_valid < len(train):
         raise IdxError(f'cannot take {num_valid} valid images from {len(train)}')
     cut = len(train) - num_valid
     pieces = ((train[:cut], train_path, f'0:{cut}'),
               (train[cut:], train_path, f'{cut}:{len(train)}'),
               (test, test_path, f'0:{len(test)}'))
-    for output, (images, source, rows) in zip(outputs, pieces):
+    counts = dict(zip(('train', 'valid', 'test'), (cut, num_valid, len(test))))
+    for output, split, (images, source, rows) in zip(outputs, counts, pieces):
         write_images(output, images, attrs={
             'source': 'idx', 'source_file': os.path.basename(source), 'rows': rows,
-            'height': images.shape[1], 'width': images.shape[2], 'channel': 1})
-    return tuple(len(images) for images, _, _ in pieces)
-
+            'split': split, 'split_counts': json.dumps(counts), 'crop': 'none',
+            'height': found[0], 'width': found[1], 'channel': found[2],
+            'skipped_count': 0, 'skipped_files': '[]'})
+    return tuple(counts.values())

@@ -1,37 +1,229 @@
-"""Makes the HDF5 files main.py reads.
+"""Makes the HDF5 files main.py reads, from CelebA, any image folder, or IDX files.
 
-    python -m utils.prepare_data --source=idx [--input_dir=data/mnist] \\
-        [--data_dir=data --train_data=mnist_train.h5 --valid_data=... --test_data=...]
+    python -m utils.prepare_data --source=celeba --input_dir=img_align_celeba \\
+        [--partition_file=list_eval_partition.txt] --flagfile=configs/celeba128.flags
+    python -m utils.prepare_data --source=folder --input_dir=DIR --valid_ratio=0.05 \\
+        --test_ratio=0.05 --data_dir=D --train_data=... --height=64 --width=64 --channel=3
+    python -m utils.prepare_data --source=idx --input_dir=data/mnist
 
-The data flags have the names and meanings of main.py's, so one --flagfile
-serves both. Sources:
-  idx: MNIST-format IDX image files (gzipped or raw) in input_dir:
-       train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz]. train and
-       valid come from the training file (valid = its last --num_valid images),
-       test is the test file.
+It takes main.py's flags (data_dir, train_data, valid_data, test_data, height,
+width, channel, random_seed, ...), so one --flagfile serves both.
+
+  celeba  a folder of CelebA images (img_align_celeba: 178x218 JPEGs). With
+          --partition_file (list_eval_partition.txt) the official split (162,770 /
+          19,867 / 19,962); without it a split of the same proportions seeded by
+          --random_seed.
+  folder  every image below --input_dir (jpg, png, bmp, webp, gif, tiff, ppm, pgm),
+          split by --valid_ratio and --test_ratio, seeded by --random_seed.
+  idx     MNIST-format IDX image files (gzipped or raw): train and valid from
+          train-images-idx3-ubyte, test from t10k-images-idx3-ubyte.
+
+Images are decoded on every core (--workers), converted to --channel (grayscale,
+RGBA, palette and CMYK inputs too), cropped (--crop, --crop_size) and resized to
+height x width. Unreadable, truncated and non-image files are skipped and listed
+in <train_data>.skipped.txt beside the outputs. The three files are written under
+temporary names and renamed when all are complete; existing outputs are kept
+unless --overwrite.
 """
+import functools
+import json
+import multiprocessing
 import os
 import sys
 
+import numpy as np
+import progressbar
 from absl import app, flags
 
-from utils import mnist
+from utils import image_files, mnist
 from utils.errors import UserError
+from utils.hdf5_writer import MAX_ATTRIBUTE_NAMES, ImageFileWriter
 
+SPLITS = ('train', 'valid', 'test')
+CELEBA_SPLIT = (162770, 19867, 19962)  # the official train / valid / test counts
+IN_FLIGHT_PER_WORKER = 32  # images decoded ahead per worker: bounds the memory in use
 FLAGS = flags.FLAGS
 
 
 def define_flags():
-    """The command's flags (defined only when run as a command: main.py has flags
-    of the same names)."""
-    flags.DEFINE_enum('source', 'idx', ['idx'], 'kind of input')
+    """The command's own flags; the data flags come from main.py (defined on import)."""
+    flags.DEFINE_enum('source', 'idx', ['celeba', 'folder', 'idx'], 'kind of input')
     flags.DEFINE_string('input_dir', mnist.IDX_DIR, 'folder of the input files')
-    flags.DEFINE_integer('num_valid', mnist.NUM_VALID, 'idx: training images moved to the valid split')
+    flags.DEFINE_string('partition_file', '', 'celeba: list_eval_partition.txt ("" = seeded '
+                        'split of the official proportions)')
+    flags.DEFINE_enum('crop', 'center', list(image_files.CROPS), 'center: a centred box of '
+                      'the target aspect ratio; none: resize the whole image')
+    flags.DEFINE_integer('crop_size', 0, 'height of the centred crop in source pixels '
+                         '(0 = the largest that fits: 178x178 for CelebA)')
+    flags.DEFINE_float('valid_ratio', 0.05, 'folder: share of the images in valid_data')
+    flags.DEFINE_float('test_ratio', 0.05, 'folder: share of the images in test_data')
+    flags.DEFINE_integer('num_valid', mnist.NUM_VALID, 'idx: training images moved to valid')
+    flags.DEFINE_integer('workers', 0, 'decoding processes (0 = one per core)')
     flags.DEFINE_boolean('overwrite', False, 'replace existing output files')
-    flags.DEFINE_string('data_dir', 'data', 'output folder')
-    flags.DEFINE_string('train_data', 'mnist_train.h5', 'output file of the training split')
-    flags.DEFINE_string('valid_data', 'mnist_valid.h5', 'output file of the validation split')
-    flags.DEFINE_string('test_data', 'mnist_test.h5', 'output file of the test split')
+
+
+# ---------------------------------------------------------------- splits
+
+def seeded_split(paths, fractions, seed):
+    """Splits paths into len(fractions) lists by a permutation seeded by `seed`; each
+    list keeps the input order."""
+    order = np.random.default_rng([seed, 1]).permutation(len(paths))
+    bounds = np.round(np.cumsum(fractions) / np.sum(fractions) * len(paths)).astype(int)
+    parts = np.split(order, bounds[:-1])
+    return [[paths[i] for i in sorted(part)] for part in parts]
+
+
+def read_partition(path, input_dir):
+    """list_eval_partition.txt => {'train': [...], 'valid': [...], 'test': [...]}."""
+    splits = {name: [] for name in SPLITS}
+    try:
+        with open(path) as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                name, code = line.split()
+                splits[SPLITS[int(code)]].append(os.path.join(input_dir, name))
+    except (OSError, ValueError, IndexError) as err:
+        raise UserError(f'cannot read the partition file {path} ({err}); give CelebA\'s '
+                        f'list_eval_partition.txt ("<name> <0|1|2>" per line)') from None
+    return splits
+
+
+def image_splits(source, input_dir, partition_file='', valid_ratio=0.05, test_ratio=0.05,
+                 seed=0):
+    """{'train': paths, 'valid': paths, 'test': paths} of an image source."""
+    if not os.path.isdir(input_dir):
+        raise UserError(f'--input_dir={input_dir} is not a folder')
+    if source == 'celeba' and partition_file:
+        return read_partition(partition_file, input_dir)
+    paths = image_files.find_images(input_dir)
+    if not paths:
+        raise UserError(f'no image files below {input_dir}')
+    if source == 'celeba':
+        fractions = CELEBA_SPLIT
+    else:
+        if not (0 <= valid_ratio and 0 <= test_ratio and valid_ratio + test_ratio < 1):
+            raise UserError('--valid_ratio and --test_ratio must be >= 0 with a sum below 1')
+        fractions = (1 - valid_ratio - test_ratio, valid_ratio, test_ratio)
+    return dict(zip(SPLITS, seeded_split(paths, fractions, seed)))
+
+
+# ---------------------------------------------------------------- conversion
+
+def load_or_reason(path, **options):
+    """(uint8 image bytes, None) or (None, why it was skipped); runs in a worker."""
+    try:
+        return image_files.load_image(path, **options).tobytes(), None
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        return None, f'{type(err).__name__}: {err}'
+
+
+class Converter:
+    """Decodes image files on a process pool and streams them into HDF5 files."""
+
+    def __init__(self, height, width, channel, crop='center', crop_size=0, workers=0):
+        self.shape = (height, width, channel)
+        self.options = dict(height=height, width=width, channel=channel, crop=crop,
+                            crop_size=crop_size)
+        self.workers = workers or os.cpu_count()
+
+    def convert(self, splits, outputs, attrs):
+        """Writes each split's images to its output; returns (counts, skipped) where
+        skipped lists (split, path, reason)."""
+        total = sum(len(paths) for paths in splits.values())
+        skipped, counts = [], {}
+        writers = [ImageFileWriter(path, self.shape, max(len(splits[name]), 1))
+                   for name, path in zip(SPLITS, outputs)]
+        bar = progress_bar(total)
+        try:
+            with multiprocessing.Pool(self.workers) as pool:
+                done = 0
+                for name, writer in zip(SPLITS, writers):
+                    for path, reason in self._stream(pool, splits[name], writer, bar, done):
+                        skipped.append((name, path, reason))
+                    done += len(splits[name])
+                    counts[name] = writer.count
+            bar.finish()
+            for name, writer in zip(SPLITS, writers):
+                names = [os.path.basename(p) for s, p, _ in skipped if s == name]
+                writer.commit(dict(attrs, split=name, split_counts=json.dumps(counts),
+                                   skipped_count=len(names),
+                                   skipped_files=json.dumps(names[:MAX_ATTRIBUTE_NAMES])))
+        finally:
+            for writer in writers:
+                writer.close()
+        return counts, skipped
+
+    def _stream(self, pool, paths, writer, bar, done):
+        """Appends the decoded images of `paths` in order; yields (path, reason) of skips."""
+        load = functools.partial(load_or_reason, **self.options)
+        window = IN_FLIGHT_PER_WORKER * self.workers
+        for start in range(0, len(paths), window):
+            part = paths[start:start + window]
+            block = []
+            for path, (data, reason) in zip(part, pool.imap(load, part, chunksize=8)):
+                if data is None:
+                    yield path, reason
+                else:
+                    block.append(np.frombuffer(data, np.uint8).reshape(self.shape))
+            if block:
+                writer.append(np.stack(block))
+            bar.update(done + start + len(part))
+
+
+def progress_bar(total):
+    """A progress bar over `total` images that shows images/s."""
+    widgets = [progressbar.Percentage(), ' ', progressbar.SimpleProgress(), ' images ',
+               progressbar.Bar(), ' ', progressbar.FileTransferSpeed(unit='img'), ' ',
+               progressbar.AdaptiveETA()]
+    return progressbar.ProgressBar(max_value=max(total, 1), widgets=widgets).start()
+
+
+def write_skipped_list(path, skipped):
+    """One line per skipped file: split, path, reason; written atomically."""
+    with open(path + '.partial', 'w') as handle:
+        for split, name, reason in skipped:
+            handle.write(f'{split}\t{name}\t{reason}\n')
+    os.replace(path + '.partial', path)
+
+
+def skipped_list_path(train_output):
+    """<train file without .h5>.skipped.txt, beside the outputs."""
+    stem = train_output[:-3] if train_output.endswith('.h5') else train_output
+    return stem + '.skipped.txt'
+
+
+# ---------------------------------------------------------------- entry points
+
+def check_outputs(outputs, overwrite):
+    """Refuses to replace existing outputs without --overwrite."""
+    existing = [path for path in outputs if os.path.exists(path)]
+    if existing and not overwrite:
+        raise UserError(f'{", ".join(existing)} already exist: pass --overwrite to replace them')
+
+
+def prepare(source, input_dir, outputs, overwrite=False, num_valid=mnist.NUM_VALID,
+            height=28, width=28, channel=1, crop='center', crop_size=0, partition_file='',
+            valid_ratio=0.05, test_ratio=0.05, seed=0, workers=0):
+    """Writes the three split files `outputs` (train, valid, test) from a source.
+
+    Returns (counts per split, skipped files as (split, path, reason)).
+    """
+    check_outputs(outputs, overwrite)
+    if source == 'idx':
+        counts = mnist.convert(find_idx(input_dir, 'train-images-idx3-ubyte'),
+                               find_idx(input_dir, 't10k-images-idx3-ubyte'), outputs,
+                               num_valid, expected_shape=(height, width, channel))
+        return dict(zip(SPLITS, counts)), []
+    splits = image_splits(source, input_dir, partition_file, valid_ratio, test_ratio, seed)
+    converter = Converter(height, width, channel, crop, crop_size, workers)
+    attrs = dict(source=source, input_dir=os.path.abspath(input_dir), crop=crop,
+                 crop_size=crop_size, height=height, width=width, channel=channel,
+                 partition_file=partition_file, seed=seed)
+    counts, skipped = converter.convert(splits, outputs, attrs)
+    if skipped:
+        write_skipped_list(skipped_list_path(outputs[0]), skipped)
+    return counts, skipped
 
 
 def find_idx(input_dir, stem):
@@ -43,33 +235,29 @@ def find_idx(input_dir, stem):
     raise UserError(f'no {stem}[.gz] in {input_dir}: point --input_dir at the IDX files')
 
 
-def prepare(source, input_dir, outputs, overwrite=False, num_valid=mnist.NUM_VALID):
-    """Writes the three split files `outputs` (train, valid, test); returns their sizes."""
-    existing = [path for path in outputs if os.path.exists(path)]
-    if existing and not overwrite:
-        raise UserError(f'{", ".join(existing)} already exist: pass --overwrite to replace them')
-    if source != 'idx':
-        raise UserError(f'unknown --source={source}')
-    return mnist.convert(find_idx(input_dir, 'train-images-idx3-ubyte'),
-                         find_idx(input_dir, 't10k-images-idx3-ubyte'), outputs, num_valid)
-
-
 def main(argv):
     """Command-line entry: one error line and exit status 2 on wrong input."""
     del argv
     outputs = [os.path.join(FLAGS.data_dir, name)
                for name in (FLAGS.train_data, FLAGS.valid_data, FLAGS.test_data)]
     try:
-        counts = prepare(FLAGS.source, FLAGS.input_dir, outputs, FLAGS.overwrite,
-                         FLAGS.num_valid)
+        counts, skipped = prepare(
+            FLAGS.source, FLAGS.input_dir, outputs, FLAGS.overwrite, FLAGS.num_valid,
+            FLAGS.height, FLAGS.width, FLAGS.channel, FLAGS.crop, FLAGS.crop_size,
+            FLAGS.partition_file, FLAGS.valid_ratio, FLAGS.test_ratio, FLAGS.random_seed,
+            FLAGS.workers)
     except UserError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
-    for path, count in zip(outputs, counts):
-        print(f'{path}: {count} images')
+    for path, name in zip(outputs, SPLITS):
+        print(f'{path}: {counts[name]} images')
+    if skipped:
+        print(f'skipped {len(skipped)} unreadable files, listed in '
+              f'{skipped_list_path(outputs[0])}')
     return 0
 
 
 if __name__ == '__main__':
+    import main as _shared_flags  # noqa: F401  (defines the data flags shared with main.py)
     define_flags()
     app.run(main)
