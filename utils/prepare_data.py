@@ -25,11 +25,12 @@ in <train_data>.skipped.txt beside the outputs. The three files are written unde
 temporary names and renamed when all are complete; existing outputs are kept
 unless --overwrite.
 """
-import functools
+import collections
 import json
 import multiprocessing
 import os
 import sys
+from multiprocessing import shared_memory
 
 import numpy as np
 import progressbar
@@ -41,7 +42,8 @@ from utils.hdf5_writer import MAX_ATTRIBUTE_NAMES, ImageFileWriter
 
 SPLITS = ('train', 'valid', 'test')
 CELEBA_SPLIT = (162770, 19867, 19962)  # the official train / valid / test counts
-IN_FLIGHT_PER_WORKER = 32  # images decoded ahead per worker: bounds the memory in use
+TASK_IMAGES = 64  # images per worker task (fewer, larger tasks: less overhead per image)
+TASKS_IN_FLIGHT_PER_WORKER = 4  # tasks queued per worker: bounds the memory in use
 FLAGS = flags.FLAGS
 
 
@@ -110,12 +112,40 @@ def image_splits(source, input_dir, partition_file='', valid_ratio=0.05, test_ra
 
 # ---------------------------------------------------------------- conversion
 
-def load_or_reason(path, **options):
-    """(uint8 image bytes, None) or (None, why it was skipped); runs in a worker."""
-    try:
-        return image_files.load_image(path, **options).tobytes(), None
-    except (OSError, ValueError, SyntaxError, EOFError) as err:
-        return None, f'{type(err).__name__}: {err}'
+# Decoded images travel from the workers to the writing process through shared
+# memory: each task fills a run of slots of one shared array in place and returns
+# only why files were skipped, so no image is pickled through a pipe.
+_SLOTS = None  # the shared [slots, h, w, c] uint8 array, in each worker
+_MEMORY = None  # the shared memory block behind it
+
+
+def split_tasks(splits):
+    """(split name, up to TASK_IMAGES paths) over the splits in order."""
+    for name in SPLITS:
+        paths = splits[name]
+        for start in range(0, len(paths), TASK_IMAGES):
+            yield name, paths[start:start + TASK_IMAGES]
+
+
+def _attach(name, shape):
+    """Pool initializer: maps the shared slot array into this worker."""
+    global _SLOTS, _MEMORY
+    _MEMORY = shared_memory.SharedMemory(name=name)
+    _SLOTS = np.ndarray(shape, np.uint8, buffer=_MEMORY.buf)
+
+
+def decode_into_slots(task):
+    """Decodes task's paths into slots first, first+1, ...; returns the skip reasons
+    (None for a file that was decoded)."""
+    first, paths, options = task
+    reasons = []
+    for offset, path in enumerate(paths):
+        try:
+            _SLOTS[first + offset] = image_files.load_image(path, **options)
+            reasons.append(None)
+        except (OSError, ValueError, SyntaxError, EOFError) as err:
+            reasons.append(f'{type(err).__name__}: {err}')
+    return reasons
 
 
 class Converter:
@@ -126,24 +156,31 @@ class Converter:
         self.options = dict(height=height, width=width, channel=channel, crop=crop,
                             crop_size=crop_size)
         self.workers = workers or os.cpu_count()
+        self.in_flight = TASKS_IN_FLIGHT_PER_WORKER * self.workers
 
     def convert(self, splits, outputs, attrs):
         """Writes each split's images to its output; returns (counts, skipped) where
         skipped lists (split, path, reason)."""
-        total = sum(len(paths) for paths in splits.values())
         skipped, counts = [], {}
         writers = [ImageFileWriter(path, self.shape, max(len(splits[name]), 1))
                    for name, path in zip(SPLITS, outputs)]
-        bar = progress_bar(total)
+        slots = (self.in_flight, TASK_IMAGES) + self.shape
+        memory = shared_memory.SharedMemory(create=True, size=int(np.prod(slots)))
+        bar = progress_bar(sum(len(paths) for paths in splits.values()))
         try:
-            with multiprocessing.Pool(self.workers) as pool:
-                done = 0
-                for name, writer in zip(SPLITS, writers):
-                    for path, reason in self._stream(pool, splits[name], writer, bar, done):
-                        skipped.append((name, path, reason))
-                    done += len(splits[name])
-                    counts[name] = writer.count
+            shared = np.ndarray(slots, np.uint8, buffer=memory.buf)
+            with multiprocessing.Pool(self.workers, _attach,
+                                      (memory.name, (self.in_flight * TASK_IMAGES,) + self.shape)) as pool:
+                for name, paths, reasons, slot in self._run(pool, split_tasks(splits)):
+                    writer = writers[SPLITS.index(name)]
+                    kept = [i for i, reason in enumerate(reasons) if reason is None]
+                    if kept:
+                        block = shared[slot, :len(paths)]
+                        writer.append(block if len(kept) == len(paths) else block[kept])
+                    skipped += [(name, paths[i], r) for i, r in enumerate(reasons) if r]
+                    bar.update(bar.value + len(paths))
             bar.finish()
+            counts = {name: writer.count for name, writer in zip(SPLITS, writers)}
             for name, writer in zip(SPLITS, writers):
                 names = [os.path.basename(p) for s, p, _ in skipped if s == name]
                 writer.commit(dict(attrs, split=name, split_counts=json.dumps(counts),
@@ -152,23 +189,31 @@ class Converter:
         finally:
             for writer in writers:
                 writer.close()
+            memory.close()
+            memory.unlink()
         return counts, skipped
 
-    def _stream(self, pool, paths, writer, bar, done):
-        """Appends the decoded images of `paths` in order; yields (path, reason) of skips."""
-        load = functools.partial(load_or_reason, **self.options)
-        window = IN_FLIGHT_PER_WORKER * self.workers
-        for start in range(0, len(paths), window):
-            part = paths[start:start + window]
-            block = []
-            for path, (data, reason) in zip(part, pool.imap(load, part, chunksize=8)):
-                if data is None:
-                    yield path, reason
-                else:
-                    block.append(np.frombuffer(data, np.uint8).reshape(self.shape))
-            if block:
-                writer.append(np.stack(block))
-            bar.update(done + start + len(part))
+    def _run(self, pool, tasks):
+        """Keeps `in_flight` tasks running, each on its own slot run; yields
+        (split, paths, reasons, slot) in task order as they complete."""
+        pending = collections.deque()
+        free = list(range(self.in_flight))
+        for name, paths in tasks:
+            if not free:
+                yield self._finish(pending, free)
+            slot = free.pop()
+            result = pool.apply_async(decode_into_slots,
+                                      ((slot * TASK_IMAGES, paths, self.options),))
+            pending.append((name, paths, result, slot))
+        while pending:
+            yield self._finish(pending, free)
+
+    @staticmethod
+    def _finish(pending, free):
+        name, paths, result, slot = pending.popleft()
+        reasons = result.get()
+        free.append(slot)
+        return name, paths, reasons, slot
 
 
 def progress_bar(total):
