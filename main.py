@@ -38,6 +38,8 @@ flags.DEFINE_integer('batch', 64, 'images per training step')
 flags.DEFINE_integer('channel', 1, 'image channels: 1 (grayscale) or 3 (RGB)')
 flags.DEFINE_integer('height', 28, 'image height in pixels')
 flags.DEFINE_integer('width', 28, 'image width in pixels')
+flags.DEFINE_integer('reader_memory_mb', 512, 'a training file up to this size is read into '
+                     'memory whole; a larger one is streamed batch by batch')
 # ---- debug
 flags.DEFINE_string('logdir', 'logdir', 'TensorBoard event folder')
 flags.DEFINE_string('modeldir', 'modeldir', 'checkpoint folder; also holds the run\'s flags.json')
@@ -101,6 +103,8 @@ def validate(conf):
     """Raises UserError when the flags cannot work together."""
     _require(conf.action in ACTIONS,
              f'unknown --action={conf.action}: choose one of {", ".join(ACTIONS)}')
+    _require(conf.reader_memory_mb >= 0,
+             f'--reader_memory_mb={conf.reader_memory_mb} must be 0 (always stream) or more')
     for name in ('max_step', 'test_step', 'save_step', 'summary_step', 'batch', 'height',
                  'width', 'network_depth', 'start_channel_num', 'latent_len',
                  'keep_checkpoints', 'valid_images', 'num_samples'):

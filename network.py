@@ -276,7 +276,8 @@ class MSVAE:
         writer = tf1.summary.FileWriter(conf.logdir, self.graph if start == 0 else None)
         reader = data_reader.BatchReader(
             os.path.join(conf.data_dir, conf.train_data), conf.height, conf.width,
-            conf.channel, conf.batch, conf.random_seed, start_step=start)
+            conf.channel, conf.batch, conf.random_seed, start_step=start,
+            memory_limit_mb=conf.reader_memory_mb)
         progress = TrainingProgress(start, conf.max_step, conf.batch)
         began = time.perf_counter()
         with StopRequests() as stop:

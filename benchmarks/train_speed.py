@@ -46,7 +46,8 @@ def run(_):
     path = os.path.join(conf.data_dir, conf.train_data)
     windows, per_window = flags.FLAGS.windows, flags.FLAGS.window_steps
     with data_reader.BatchReader(path, conf.height, conf.width, conf.channel, conf.batch,
-                                 conf.random_seed) as reader:
+                                 conf.random_seed,
+                                 memory_limit_mb=conf.reader_memory_mb) as reader:
         constant = reader.next_batch()
         for _ in range(flags.FLAGS.warmup_steps):
             model.train_step(reader.next_batch())
@@ -60,9 +61,9 @@ def run(_):
           f'{conf.network_depth}, start channels {conf.start_channel_num}, latent '
           f'{conf.latent_len}; {windows} windows of {per_window} steps, {os.cpu_count()} CPUs')
     print(f'training with the reader : median {fed_median:8.1f} images/s  '
-          f'(windows: {", ".join(f"{r:.0f}" for r in fed)})')
+          f'(windows: {", ".join(f"{r:.3g}" for r in fed)})')
     print(f'one in-memory batch      : median {memory_median:8.1f} images/s  '
-          f'(windows: {", ".join(f"{r:.0f}" for r in in_memory)})')
+          f'(windows: {", ".join(f"{r:.3g}" for r in in_memory)})')
     print(f'reader / in-memory       : {fed_median / memory_median:.3f}')
 
 

@@ -66,6 +66,14 @@ def test_streamed_and_in_memory_reads_agree(numbered):
         np.testing.assert_array_equal(a, b)
 
 
+def test_chunk_reads_with_several_images_per_chunk(numbered):
+    with h5py.File(numbered, 'r') as handle:
+        images = handle['images']
+        assert images.chunks[0] > 1 and data_reader.whole_image_chunks(images)
+        order = np.array([49, 0, 7, 7, 48, 1])
+        np.testing.assert_array_equal(data_reader.read_chunks(images, order)[:, 0, 0, 0], order)
+
+
 def test_sequential_batches_in_file_order(numbered):
     batches = list(data_reader.sequential_batches(numbered, 4, 3, 1, 16, limit=40))
     assert [len(b) for b in batches] == [16, 16, 8]
@@ -115,9 +123,36 @@ def test_a_read_failing_mid_run_is_a_clear_error(numbered):
                                      memory_limit_mb=0)
     try:
         reader.next_batch()
-        reader._images = FailingImages()
+        reader._images, reader._read = FailingImages(), data_reader.read_rows
         with pytest.raises(data_reader.DataError, match='reading .*numbered.h5 failed.*recreate'):
             for _ in range(5):
                 reader.next_batch()
     finally:
         reader.close()
+
+
+def test_streaming_one_image_chunks_covers_each_epoch_exactly(tmp_path):
+    """A file larger than the reader's memory limit, one 128x128x3 image per chunk: the
+    direct chunk reads visit each image once per epoch over several epochs, and give
+    the batches the in-memory path gives."""
+    count = 40
+    images = np.zeros((count, 128, 128, 3), np.uint8)
+    images[:, 0, 0, 0] = np.arange(count)
+    images[:, 64:, :, 1] = np.arange(count)[:, None, None]  # content beyond the first row
+    path = write_images(str(tmp_path / 'faces.h5'), images)
+    with h5py.File(path, 'r') as handle:
+        assert handle['images'].chunks == (1, 128, 128, 3)
+        assert data_reader.whole_image_chunks(handle['images'])
+    read = {}
+    for limit in (0, 512):  # streamed (limit below the 2 MB file) and in memory
+        with data_reader.BatchReader(path, 128, 128, 3, 16, seed=3,
+                                     memory_limit_mb=limit) as reader:
+            read[limit] = [reader.next_batch() for _ in range(10)]  # 160 images: 4 epochs
+    for a, b in zip(read[0], read[512]):
+        np.testing.assert_array_equal(a, b)
+    stream = np.concatenate([ids_of(b) for b in read[0]])
+    epochs = [stream[e * count:(e + 1) * count] for e in range(4)]
+    assert all(sorted(order) == list(range(count)) for order in epochs)
+    assert len({tuple(order) for order in epochs}) == 4
+    rows = np.concatenate(read[0])
+    np.testing.assert_array_equal(np.rint((rows[:, 100, 5, 1] + 1) * 127.5), stream)
