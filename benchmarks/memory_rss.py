@@ -62,7 +62,7 @@ def peak_rss_mb(folder, name):
                                                          '--steps', '--repeats'))]
     command = [sys.executable, '-c', MEASURE, os.path.join(main.ROOT, 'main.py'), *args,
                f'--data_dir={folder}', f'--train_data={name}', '--valid_data=',
-               f'--max_step={FLAGS.steps}', f'--save_step={FLAGS.steps}',
+               f'--max_step={FLAGS.steps}', f'--save_step={FLAGS.steps}', '--fresh_start',
                f'--modeldir={folder}/model-{name}', f'--logdir={folder}/log-{name}',
                f'--sampledir={folder}/samples-{name}']
     done = subprocess.run(command, capture_output=True, text=True)
