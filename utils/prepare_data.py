@@ -35,6 +35,7 @@ from multiprocessing import shared_memory
 import numpy as np
 import progressbar
 from absl import app, flags
+from PIL import Image
 
 from utils import image_files, mnist
 from utils.errors import UserError
@@ -143,7 +144,7 @@ def decode_into_slots(task):
         try:
             _SLOTS[first + offset] = image_files.load_image(path, **options)
             reasons.append(None)
-        except (OSError, ValueError, SyntaxError, EOFError) as err:
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
             reasons.append(f'{type(err).__name__}: {err}')
     return reasons
 
@@ -161,7 +162,7 @@ class Converter:
     def convert(self, splits, outputs, attrs):
         """Writes each split's images to its output; returns (counts, skipped) where
         skipped lists (split, path, reason)."""
-        skipped, counts = [], {}
+        skipped = []
         writers = [ImageFileWriter(path, self.shape, max(len(splits[name]), 1))
                    for name, path in zip(SPLITS, outputs)]
         slots = (self.in_flight, TASK_IMAGES) + self.shape
@@ -169,8 +170,8 @@ class Converter:
         bar = progress_bar(sum(len(paths) for paths in splits.values()))
         try:
             shared = np.ndarray(slots, np.uint8, buffer=memory.buf)
-            with multiprocessing.Pool(self.workers, _attach,
-                                      (memory.name, (self.in_flight * TASK_IMAGES,) + self.shape)) as pool:
+            worker_view = (self.in_flight * TASK_IMAGES,) + self.shape
+            with multiprocessing.Pool(self.workers, _attach, (memory.name, worker_view)) as pool:
                 for name, paths, reasons, slot in self._run(pool, split_tasks(splits)):
                     writer = writers[SPLITS.index(name)]
                     kept = [i for i, reason in enumerate(reasons) if reason is None]
