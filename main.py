@@ -175,8 +175,8 @@ def main(argv):
     except TrainingStopped as stopped:
         return 128 + stopped.signum
     except KeyboardInterrupt:
-        print('interrupted without saving (a second Ctrl-C); the newest checkpoint in '
-              '--modeldir is where the next run resumes', file=sys.stderr)
+        print('interrupted without saving (before training began, or a second Ctrl-C); the '
+              'newest checkpoint in --modeldir is where the next run resumes', file=sys.stderr)
         return 130
     return 0
 
