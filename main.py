@@ -12,11 +12,14 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TensorFlow's C++ star
 
 from absl import app, flags  # noqa: E402  (absl comes with TensorFlow)
 
-from utils import preflight, shapes  # noqa: E402
+from utils import preflight, shapes, stages  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.signals import TrainingStopped  # noqa: E402
 
-ACTIONS = ('train', 'predict')
+ACTIONS = ('train', 'predict', 'reconstruct', 'evaluate')
+DECODERS = ('residual', 'plain')
+REFINE_NETS = ('unet', 'resnet')
+REFINE_LOSSES = ('l1', 'l2')
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 # ---- training
@@ -50,8 +53,12 @@ flags.DEFINE_boolean('fresh_start', False, 'train from step 0 in a modeldir that
                      'deletes its checkpoints and flags.json first')
 flags.DEFINE_boolean('deterministic', False, 'deterministic TensorFlow kernels (for exactly '
                      'repeatable GPU runs; slower)')
-flags.DEFINE_integer('predict_step', 0, 'checkpoint step to predict from (0 or -1 = the latest)')
-flags.DEFINE_integer('num_samples', 64, 'prior samples written by --action=predict')
+flags.DEFINE_integer('predict_step', 0, 'checkpoint step that predict, reconstruct and evaluate '
+                     'load (0 or -1 = the latest)')
+flags.DEFINE_integer('num_samples', 64, 'prior samples written by --action=predict; test images '
+                     'written by --action=reconstruct')
+flags.DEFINE_integer('eval_samples', 10000, '--action=evaluate: prior samples drawn, and test '
+                     'images used (at most this many)')
 flags.DEFINE_integer('random_seed', 1234, 'seed of initialisation, data order, noise and samples')
 # ---- network
 flags.DEFINE_integer('network_depth', 3, 'stride-2 levels of the encoder, decoder and U-Net')
@@ -59,6 +66,21 @@ flags.DEFINE_integer('start_channel_num', 16, 'channels of the first level (doub
 flags.DEFINE_integer('latent_len', 16, 'dimensions of the latent z')
 flags.DEFINE_float('sigma', 0.5, 'std of the Gaussian decoder (pixels in [-1, 1]); '
                    'weights the stage-1 loss by 1/(2 sigma^2)')
+flags.DEFINE_integer('num_stages', 2, '1 = the VAE alone, 2 = VAE + one refinement stage (the '
+                     'paper), more = further refinement stages')
+flags.DEFINE_string('decoder', 'residual', 'stage-1 decoder: residual (a residual block '
+                  'per level, the deep residual VAE) or plain (the original VAE)')
+flags.DEFINE_string('refine_net', 'unet', 'refinement stages: unet or resnet (the '
+                  'SRResNet-like net of the reference code)')
+flags.DEFINE_string('refine_loss', 'l1', 'loss of each refinement stage: l1 '
+                  '(sum of |x - x^|) or l2 (sum of squares)')
+flags.DEFINE_list('refine_weights', ['1'], 'weight of each refinement stage\'s loss: one value '
+                  'for all, or num_stages-1 comma-separated values')
+flags.DEFINE_boolean('stage_gradient', True, 'refinement losses also train the earlier stages '
+                     '(joint, as the reference code); false = each stage learns from its own '
+                     'loss only')
+flags.DEFINE_integer('coarse_scale', 0, 'coarse-to-fine: stage 1 works at the size halved this '
+                     'many times, each refinement stage doubles it (at most num_stages-1)')
 flags.DEFINE_string('action', 'train', f'what to do: {", ".join(ACTIONS)}')
 
 FLAGS = flags.FLAGS
@@ -107,7 +129,7 @@ def validate(conf):
              f'--reader_memory_mb={conf.reader_memory_mb} must be 0 (always stream) or more')
     for name in ('max_step', 'test_step', 'save_step', 'summary_step', 'batch', 'height',
                  'width', 'network_depth', 'start_channel_num', 'latent_len',
-                 'keep_checkpoints', 'valid_images', 'num_samples'):
+                 'keep_checkpoints', 'valid_images', 'num_samples', 'eval_samples'):
         _require(getattr(conf, name) > 0,
                  f'--{name}={getattr(conf, name)} must be positive: give a whole number > 0')
     _require(conf.channel in (1, 3), f'--channel={conf.channel} must be 1 or 3')
@@ -116,10 +138,32 @@ def validate(conf):
     _require(conf.learning_rate > 0, f'--learning_rate={conf.learning_rate} must be positive '
              f'(default {FLAGS["learning_rate"].default})')
     _require(0 <= conf.beta1 < 1, f'--beta1={conf.beta1} must be in [0, 1)')
-    deepest = shapes.max_depth(conf.height, conf.width)
+    _validate_stages(conf)
+
+
+def _validate_stages(conf):
+    """The flags of the stage layout: choices, weights, coarse-to-fine sizes and depth."""
+    for name, choices in (('decoder', DECODERS), ('refine_net', REFINE_NETS),
+                          ('refine_loss', REFINE_LOSSES)):
+        _require(getattr(conf, name) in choices, f'unknown --{name}={getattr(conf, name)}: '
+                 f'choose one of {", ".join(choices)}')
+    _require(conf.num_stages >= 1, f'--num_stages={conf.num_stages} must be 1 (the VAE alone) '
+             f'or more')
+    try:
+        stages.refine_weights(conf.refine_weights, conf.num_stages)
+    except ValueError as err:
+        raise UserError(f'--refine_weights={",".join(map(str, conf.refine_weights))}: '
+                        f'{err}') from None
+    _require(0 <= conf.coarse_scale < conf.num_stages,
+             f'--coarse_scale={conf.coarse_scale} must be between 0 and --num_stages-1 = '
+             f'{conf.num_stages - 1}: each refinement stage doubles the size once')
+    height, width = stages.stage_sizes(conf.height, conf.width, conf.num_stages,
+                                       conf.coarse_scale)[0]
+    deepest = shapes.max_depth(height, width)
     _require(conf.network_depth <= deepest,
-             f'--network_depth={conf.network_depth} is too deep for {conf.height}x{conf.width} '
-             f'images (each level halves the size): use --network_depth={deepest} or less')
+             f'--network_depth={conf.network_depth} is too deep for {height}x{width} images '
+             f'(stage 1\'s size; each level halves it): use --network_depth={deepest} or less'
+             + (' or a smaller --coarse_scale' if conf.coarse_scale else ''))
 
 
 def import_network_quietly():

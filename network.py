@@ -1,9 +1,10 @@
 """The multi-stage VAE: one class that builds the whole graph once and runs it.
 
 Stage 1 is a VAE: encoder q(z|x) => z => decoder => coarse image x̂₁.
-Stage 2 is a U-Net that refines x̂₁ into x̂₂. Prior samples z ~ N(0, I) go
-through the same decoder and U-Net (shared weights, batch norm in inference
-mode). See README.md for the loss.
+Stages 2..num_stages each refine the previous stage's image (a U-Net or a
+residual net), each with its own loss. Prior samples z ~ N(0, I) go through
+the same decoder and refiners (shared weights, batch norm in inference mode).
+See README.md for the loss.
 """
 import os
 import time
@@ -16,6 +17,7 @@ import ops
 from utils import checkpoints, images
 from utils.errors import UserError
 from utils.progress import TrainingProgress
+from utils import evaluation, stages
 from utils.shapes import level_sizes
 from utils.signals import StopRequests, TrainingStopped
 
@@ -26,6 +28,8 @@ tf.get_logger().setLevel('WARNING')  # no INFO line per checkpoint restore
 MIN_STD = 1e-4  # floor of q(z|x)'s standard deviation, keeps log(std) finite
 GRID_IMAGES = 16  # images per TensorBoard grid and per training sample PNG
 PRIOR_STREAM = 7919  # seeds the fixed prior samples apart from other seeded draws
+RESNET_BLOCKS = 5  # residual blocks of the resnet refiner (as the reference code)
+RESNET_WIDTH = 4  # the resnet refiner's channels, in multiples of start_channel_num
 
 
 def make_deterministic():
@@ -61,12 +65,14 @@ def encoder(image, conf, training):
     return mean, tf.nn.softplus(raw_std) + MIN_STD
 
 
-def decoder(z, conf, training):
-    """p(x|z)'s mean: z [b, latent_len] => coarse image [b, h, w, c] in [-1, 1].
+def decoder(z, conf, training, size):
+    """p(x|z)'s mean: z [b, latent_len] => coarse image [b, h, w, c] in [-1, 1], (h, w) = size.
 
-    Mirrors the encoder; each level is a residual block then a resize-conv up.
+    Mirrors the encoder, one resize-conv up per level. conf.decoder='residual'
+    (the deep residual VAE) puts a residual block before each resize-conv;
+    'plain' (the original VAE) has none.
     """
-    sizes = level_sizes(conf.height, conf.width, conf.network_depth)
+    sizes = level_sizes(size[0], size[1], conf.network_depth)
     depth = conf.network_depth
     bottom_h, bottom_w = sizes[depth]
     channels = conf.start_channel_num * 2 ** (depth - 1)
@@ -75,7 +81,9 @@ def decoder(z, conf, training):
     x = tf.reshape(x, [-1, bottom_h, bottom_w, channels])
     x = ops.lrelu(ops.batch_norm(x, training, 'project_bn'))
     for level in reversed(range(depth)):
-        x = ops.residual_block(x, training, f'res{level}')
+        if conf.decoder == 'residual':
+            # [b, h_{l+1}, w_{l+1}, .] => the same shape, plus the block's identity path
+            x = ops.residual_block(x, training, f'res{level}')
         # [b, h_{l+1}, w_{l+1}, .] => [b, h_l, w_l, start·2^(l-1)]
         out_channels = conf.start_channel_num * 2 ** max(level - 1, 0)
         x = ops.resize_conv(x, out_channels, sizes[level], f'up{level}')
@@ -111,6 +119,43 @@ def unet(image, depth, start_channels, training):
     return tf.tanh(ops.conv2d(x, int(image.shape[-1]), 'to_image'))
 
 
+def resnet(image, width, training):
+    """SRResNet-like refiner (the reference code's stage 2): image [b, h, w, c] =>
+    refined image [b, h, w, c] in [-1, 1], all at full resolution.
+
+    A wide 5×5 convolution, RESNET_BLOCKS residual blocks, a convolution added
+    back to the first one's output (the long skip), then a widening and a
+    narrowing convolution to the image.
+    """
+    # [b, h, w, c] => [b, h, w, width]
+    first = ops.conv_bn_lrelu(image, width, training, 'in', kernel=5)
+    x = first
+    for index in range(RESNET_BLOCKS):
+        # [b, h, w, width] => [b, h, w, width]
+        x = ops.residual_block(x, training, f'res{index}')
+    # long skip: [b, h, w, width] => [b, h, w, width]
+    x = ops.batch_norm(ops.conv2d(x, width, 'merge', bias=False), training, 'merge_bn') + first
+    # [b, h, w, width] => [b, h, w, 4·width] => [b, h, w, width]
+    x = ops.conv_bn_lrelu(x, 4 * width, training, 'wide')
+    x = ops.conv_bn_lrelu(x, width, training, 'narrow')
+    # [b, h, w, width] => [b, h, w, c]
+    return tf.tanh(ops.conv2d(x, int(image.shape[-1]), 'to_image'))
+
+
+def refiner(image, conf, training):
+    """The refinement network that conf.refine_net names."""
+    if conf.refine_net == 'resnet':
+        return resnet(image, RESNET_WIDTH * conf.start_channel_num, training)
+    return unet(image, conf.network_depth, conf.start_channel_num, training)
+
+
+def resize(images, size, method):
+    """images [b, h, w, c] => [b, size[0], size[1], c]; no op when the size is already right."""
+    if tuple(images.shape[1:3]) == tuple(size):
+        return images
+    return tf.image.resize(images, size, method=method)
+
+
 # ---------------------------------------------------------------- the model
 
 class MSVAE:
@@ -135,6 +180,12 @@ class MSVAE:
         self.training = tf1.placeholder_with_default(False, [], name='training')
         self.prior_z = tf1.placeholder(tf.float32, [None, conf.latent_len], name='prior_z')
         self.global_step = tf1.train.get_or_create_global_step()
+        self.sizes = stages.stage_sizes(conf.height, conf.width, conf.num_stages,
+                                        conf.coarse_scale)
+        self.refine_weights = stages.refine_weights(conf.refine_weights, conf.num_stages)
+        # the input at each stage's size: what that stage's loss compares with
+        self.targets = [resize(self.images, size, tf.image.ResizeMethod.AREA)
+                        for size in self.sizes]
         self.stage_outputs = self._reconstruct(self.images, self.training)
         self.sample_outputs = self._stages(self.prior_z, training=False)
         self.metrics = self._losses()
@@ -152,39 +203,59 @@ class MSVAE:
         self.init_op = tf1.global_variables_initializer()
 
     def _stages(self, z, training):
-        """z => [stage 1 image, stage 2 image]; variables shared between calls."""
+        """z => [stage 1 image, ..., stage N image]; variables shared between calls.
+
+        Stage k > 1 refines stage k-1's image, upsampled bilinearly first when
+        stage k works at a larger size (coarse-to-fine). Without stage_gradient
+        the image passed on is a constant to the later stage's loss, so each
+        stage learns from its own loss only.
+        """
+        conf = self.conf
         with tf1.variable_scope('stage1/decoder', reuse=tf1.AUTO_REUSE):
-            coarse = decoder(z, self.conf, training)
-        with tf1.variable_scope('stage2', reuse=tf1.AUTO_REUSE):
-            refined = unet(coarse, self.conf.network_depth, self.conf.start_channel_num,
-                           training)
-        return [coarse, refined]
+            outputs = [decoder(z, conf, training, self.sizes[0])]
+        for index in range(2, conf.num_stages + 1):
+            previous = outputs[-1] if conf.stage_gradient else tf.stop_gradient(outputs[-1])
+            previous = resize(previous, self.sizes[index - 1], tf.image.ResizeMethod.BILINEAR)
+            with tf1.variable_scope(f'stage{index}', reuse=tf1.AUTO_REUSE):
+                outputs.append(refiner(previous, conf, training))
+        return outputs
 
     def _reconstruct(self, x, training):
         """x => stage outputs, through q(z|x) and z = mean + std·ε.
 
+        Stage 1 encodes x at its own size (area-downsampled for coarse-to-fine).
         ε is drawn statelessly from (random_seed, global_step): step s always
         gets the same noise, so a resumed run repeats an uninterrupted one.
         """
         with tf1.variable_scope('stage1/encoder'):
-            self.z_mean, self.z_std = encoder(x, self.conf, training)
+            self.z_mean, self.z_std = encoder(self.targets[0], self.conf, training)
         seed = tf.stack([tf.constant(self.conf.random_seed, tf.int64),
                          tf.convert_to_tensor(self.global_step)])
         epsilon = tf.random.stateless_normal(tf.shape(self.z_mean), seed=seed)
         return self._stages(self.z_mean + self.z_std * epsilon, training)
 
     def _losses(self):
-        """Per-image losses averaged over the batch, and PSNR per stage (see README)."""
-        coarse, refined = self.stage_outputs
+        """Per-image losses and PSNRs (self.per_image), their batch means (returned) and
+        the weighted total (see README). Each stage is compared with the input
+        area-downsampled to its own size."""
+        conf = self.conf
+        distance = ops.l1_distance if conf.refine_loss == 'l1' else ops.l2_distance
         per_image = {
             'kl': ops.kl_to_standard_normal(self.z_mean, self.z_std),
-            'stage1_loss': ops.gaussian_nll(self.images, coarse, self.conf.sigma),
-            'stage2_loss': ops.l1_distance(self.images, refined),
+            'stage1_loss': ops.gaussian_nll(self.targets[0], self.stage_outputs[0], conf.sigma),
         }
+        for index in range(2, conf.num_stages + 1):
+            per_image[f'stage{index}_loss'] = distance(self.targets[index - 1],
+                                                       self.stage_outputs[index - 1])
         metrics = {name: tf.reduce_mean(value) for name, value in per_image.items()}
-        metrics['total'] = tf.add_n(list(metrics.values()), name='total_loss')
-        for index, output in enumerate(self.stage_outputs, start=1):
-            metrics[f'stage{index}_psnr'] = tf.reduce_mean(ops.psnr(self.images, output))
+        weighted = [metrics['kl'], metrics['stage1_loss']] + [
+            weight * metrics[f'stage{index}_loss']
+            for index, weight in enumerate(self.refine_weights, start=2)]
+        metrics['total'] = tf.add_n(weighted, name='total_loss')
+        for index, (target, output) in enumerate(zip(self.targets, self.stage_outputs), start=1):
+            per_image[f'stage{index}_psnr'] = ops.psnr(target, output)
+            metrics[f'stage{index}_psnr'] = tf.reduce_mean(per_image[f'stage{index}_psnr'])
+        self.per_image = per_image
         return metrics
 
     def _optimizer(self, loss):
@@ -368,29 +439,103 @@ class MSVAE:
 
     def sample(self, count):
         """Every stage's image for the first `count` of the fixed prior samples."""
-        z = prior_samples(self.conf.random_seed, count, self.conf.latent_len)
-        return self.sess.run(self.sample_outputs, {self.prior_z: z})
+        return self._sample_batch(prior_samples(self.conf.random_seed, count,
+                                                self.conf.latent_len))
 
     def _write_training_samples(self, step):
         picture = images.stage_grid(self.sample(GRID_IMAGES), per_row=8)
         images.save_png(os.path.join(self.conf.sampledir, 'train', f'step_{step:07d}.png'),
                         picture)
 
+    def _restore_for(self, action):
+        """Loads predict_step (the latest when <= 0) for `action`; returns its step."""
+        step = self.restore(self.conf.predict_step)
+        if step is None:
+            raise UserError(f'no checkpoint {self.conf.model_name}-* in {self.conf.modeldir}: '
+                            f'train first or point --modeldir at a trained model before '
+                            f'--action={action}')
+        return step
+
     def predict(self):
         """Loads predict_step (the latest when <= 0) and writes num_samples prior samples:
         one PNG each (final stage) and grid.png whose rows are the stages."""
         conf = self.conf
-        step = self.restore(conf.predict_step)
-        if step is None:
-            raise UserError(f'no checkpoint {conf.model_name}-* in {conf.modeldir}: train '
-                            f'first or point --modeldir at a trained model')
+        step = self._restore_for('predict')
         outputs = self.sample(conf.num_samples)
         folder = os.path.join(conf.sampledir, f'predict_step_{step}')
         paths = images.save_each(folder, outputs[-1])
         images.save_png(os.path.join(folder, 'grid.png'), images.stage_grid(outputs))
-        print(f'wrote {len(paths)} samples of step {step} and grid.png (rows: stage 1, '
-              f'stage 2) to {folder}')
+        print(f'wrote {len(paths)} samples of step {step} and grid.png (rows: '
+              f'{self._row_names()}) to {folder}')
         return folder
+
+    def _row_names(self):
+        return ', '.join(f'stage {index}' for index in range(1, self.conf.num_stages + 1))
+
+    # ------------------------------------------------------------ test split
+
+    def test_batches(self, limit):
+        """Float batches of the first `limit` test images, in file order."""
+        conf = self.conf
+        return data_reader.sequential_batches(os.path.join(conf.data_dir, conf.test_data),
+                                              conf.height, conf.width, conf.channel,
+                                              conf.batch, limit=limit)
+
+    def reconstruct_batch(self, batch):
+        """One batch through the model (batch norm in inference mode): every stage's
+        output, the input at every stage's size, and the per-image KL."""
+        return self.sess.run({'outputs': self.stage_outputs, 'targets': self.targets,
+                              'kl': self.per_image['kl']}, {self.images: batch})
+
+    def reconstruct(self):
+        """Writes the first num_samples test images and their reconstructions: grid.png
+        (rows input, stage 1, ..., stage N) and input_XXXX.png, stageK_XXXX.png."""
+        conf = self.conf
+        step = self._restore_for('reconstruct')
+        inputs, outputs = [], []
+        for batch in self.test_batches(conf.num_samples):
+            inputs.append(batch)
+            outputs.append(self.reconstruct_batch(batch)['outputs'])
+        inputs = np.concatenate(inputs)
+        stage_images = [np.concatenate(stage) for stage in zip(*outputs)]
+        folder = os.path.join(conf.sampledir, f'reconstruct_step_{step}')
+        images.save_each(folder, inputs, prefix='input')
+        for index, stage in enumerate(stage_images, start=1):
+            images.save_each(folder, stage, prefix=f'stage{index}')
+        images.save_png(os.path.join(folder, 'grid.png'),
+                        images.stage_grid(stage_images, inputs=inputs))
+        print(f'wrote {len(inputs)} test images of {conf.test_data} with their reconstructions '
+              f'by step {step} and grid.png (rows: input, {self._row_names()}) to {folder}')
+        return folder
+
+    def evaluate(self):
+        """Measures every stage on the first eval_samples test images and on eval_samples
+        prior samples; writes modeldir/evaluation-STEP.json and prints a table."""
+        conf = self.conf
+        step = self._restore_for('evaluate')
+        handle, test_images = data_reader.open_images(
+            os.path.join(conf.data_dir, conf.test_data), conf.height, conf.width, conf.channel)
+        test_count = min(conf.eval_samples, test_images.shape[0])
+        handle.close()
+        z = prior_samples(conf.random_seed, conf.eval_samples, conf.latent_len)
+        prior_batches = (z[start:start + conf.batch] for start in range(0, len(z), conf.batch))
+        means = evaluation.measure(self.reconstruct_batch, self._sample_batch,
+                                   self.test_batches(test_count), prior_batches, conf,
+                                   (test_count, len(z)))
+        result = {'step': step, 'model': {key: getattr(conf, key) for key in
+                                          checkpoints.MODEL_KEYS},
+                  'test_data': os.path.join(conf.data_dir, conf.test_data),
+                  'test_images': test_count, 'prior_samples': len(z),
+                  'random_seed': conf.random_seed}
+        result.update(evaluation.summarize(means, conf, self.sizes))
+        path = checkpoints.evaluation_path(conf.modeldir, step)
+        evaluation.write_json(path, result)
+        print(evaluation.report(result))
+        print(f'wrote {path}')
+        return result
+
+    def _sample_batch(self, z):
+        return self.sess.run(self.sample_outputs, {self.prior_z: z})
 
     def close(self):
         """Releases the session."""

@@ -94,10 +94,10 @@ def batch_norm(x, training, scope):
         return tf.nn.batch_normalization(x, mean, var, beta, gamma, BN_EPSILON)
 
 
-def conv_bn_lrelu(x, out_channels, training, scope, stride=1):
+def conv_bn_lrelu(x, out_channels, training, scope, stride=1, kernel=3):
     """conv → batch norm → leaky ReLU; the convolution needs no bias before BN."""
     with tf1.variable_scope(scope):
-        y = conv2d(x, out_channels, 'conv', stride=stride, bias=False)
+        y = conv2d(x, out_channels, 'conv', kernel=kernel, stride=stride, bias=False)
         return lrelu(batch_norm(y, training, 'bn'))
 
 
@@ -141,3 +141,8 @@ def psnr(target, prediction):
     """Peak signal-to-noise ratio in dB of images in [-1, 1] (peak-to-peak 2): => [b]."""
     mse = tf.reduce_mean(tf.square(target - prediction), axis=[1, 2, 3])
     return 10.0 * tf.math.log(4.0 / tf.maximum(mse, 1e-10)) / tf.math.log(10.0)
+
+
+def l2_distance(target, prediction):
+    """Σ (x − x̂)² over pixels: [b, h, w, c] => [b]."""
+    return tf.reduce_sum(tf.square(target - prediction), axis=[1, 2, 3])

@@ -86,6 +86,20 @@ CASES = {
     'checkpoints_without_flags': ('trained_no_flags', {}, 'no flags.json'),
     'reload_step_would_overwrite': ('trained', {'reload_step': 5}, 'checkpoints after step 5'),
     'reload_step_missing': ('trained', {'reload_step': 3}, 'no checkpoint msvae-3'),
+    'num_stages_not_positive': (None, {'num_stages': 0}, '--num_stages=0 must be 1'),
+    'unknown_decoder': (None, {'decoder': 'fancy'}, 'unknown --decoder=fancy'),
+    'unknown_refine_net': (None, {'refine_net': 'gan'}, 'unknown --refine_net=gan'),
+    'unknown_refine_loss': (None, {'refine_loss': 'l3'}, 'unknown --refine_loss=l3'),
+    'refine_weights_mismatch': (None, {'num_stages': 3, 'refine_weights': '1,2,3'},
+                                '3 values for 2 refinement stages'),
+    'refine_weights_not_numbers': (None, {'refine_weights': 'heavy'}, 'not a number'),
+    'coarse_scale_too_large': (None, {'coarse_scale': 2},
+                               '--coarse_scale=2 must be between 0 and --num_stages-1 = 1'),
+    'coarse_network_too_deep': (None, {'coarse_scale': 1, 'network_depth': 4},
+                                'too deep for 8x8 images'),
+    'evaluate_without_test_data': ('trained', {'action': 'evaluate', 'test_data': 'gone.h5'},
+                                   'gone.h5 not found'),
+    'reconstruct_without_model': (None, {'action': 'reconstruct'}, 'holds no trained model'),
 }
 
 

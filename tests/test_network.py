@@ -43,7 +43,7 @@ def test_encoder_and_decoder_shapes(shape, depth, tiny_conf):
 
     def build(x):
         mean, std = network.encoder(x, conf, True)
-        return mean, std, network.decoder(mean, conf, True)
+        return mean, std, network.decoder(mean, conf, True, (conf.height, conf.width))
     mean, std, image = output_shape(build, shape)
     assert mean.shape == std.shape == (2, 6)
     assert np.all(std > 0)

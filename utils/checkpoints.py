@@ -12,7 +12,11 @@ PARTIAL = '.partial-'  # name prefix of a checkpoint while it is being written
 # The flags that fix the graph's variables: a checkpoint restores only into
 # a graph built with the same values.
 ARCH_KEYS = ('height', 'width', 'channel', 'network_depth', 'start_channel_num',
-             'latent_len')
+             'latent_len', 'num_stages', 'decoder', 'refine_net', 'coarse_scale')
+# The flags that define the trained model and its loss: predict, reconstruct and
+# evaluate take them from flags.json (evaluate needs sigma for the likelihood).
+MODEL_KEYS = ARCH_KEYS + ('sigma', 'refine_loss', 'refine_weights', 'stage_gradient')
+EVALUATION = 'evaluation-{step}.json'  # --action=evaluate's metrics of checkpoint STEP
 
 
 def checkpoint_prefix(modeldir, model_name, step):
@@ -105,11 +109,14 @@ def discard_partial(modeldir, model_name):
 
 
 def remove_run(modeldir, model_name):
-    """Deletes every checkpoint of model_name and flags.json; returns how many checkpoints."""
+    """Deletes every checkpoint of model_name, flags.json and the evaluation files;
+    returns how many checkpoints."""
     steps = saved_steps(modeldir, model_name)
     for step in steps:
         remove_checkpoint(modeldir, model_name, step)
     discard_partial(modeldir, model_name)
+    for path in glob.glob(os.path.join(glob.escape(modeldir), EVALUATION.format(step='*'))):
+        os.remove(path)
     if os.path.exists(os.path.join(modeldir, CONFIG_FILE)):
         os.remove(os.path.join(modeldir, CONFIG_FILE))
     return len(steps)
@@ -136,3 +143,8 @@ def load_config(modeldir):
     except (OSError, ValueError) as err:
         raise UserError(f'{path} is unreadable ({err}); restore it or use another '
                         f'--modeldir') from None
+
+
+def evaluation_path(modeldir, step):
+    """Where --action=evaluate writes the metrics of checkpoint `step`."""
+    return os.path.join(modeldir, EVALUATION.format(step=step))

@@ -37,14 +37,29 @@ def tile_rows(rows, gap=GAP, band_gaps=()):
     return picture
 
 
+def resize_nearest(images, size):
+    """images [n, h, w, c] => [n, size[0], size[1], c] by nearest neighbour (pixels stay
+    visible as blocks); the same array when the size already fits."""
+    images = np.asarray(images)
+    height, width = images.shape[1:3]
+    if (height, width) == tuple(size):
+        return images
+    rows = np.arange(size[0]) * height // size[0]
+    cols = np.arange(size[1]) * width // size[1]
+    return images[:, rows][:, :, cols]
+
+
 def stage_grid(stage_images, per_row=16, inputs=None):
     """A grid whose rows are the stages: stage 1 above stage 2 above ...
 
     stage_images: a list (one entry per stage) of [n, h, w, c] arrays of the
     same n images. The images are cut into bands of `per_row`; each band
-    holds the inputs (when given) and then one row per stage.
+    holds the inputs (when given) and then one row per stage. Stages at a
+    smaller size (coarse-to-fine) are shown enlarged to the largest size.
     """
     sources = ([inputs] if inputs is not None else []) + list(stage_images)
+    size = max(np.shape(source)[1:3] for source in sources)
+    sources = [resize_nearest(source, size) for source in sources]
     count = len(sources[0])
     rows, band_starts = [], []
     for start in range(0, count, per_row):

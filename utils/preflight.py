@@ -108,14 +108,17 @@ def prepare_training(conf):
 
 
 def prepare_prediction(conf, given_flags=()):
-    """Takes the architecture from modeldir's flags.json (a differing flag in
-    given_flags gets a note) and checks the checkpoint and sampledir."""
+    """Takes the model's flags from modeldir's flags.json (a differing flag in
+    given_flags gets a note) and checks the checkpoint, sampledir and, for
+    reconstruct and evaluate, the test split."""
     saved = checkpoints.load_config(conf.modeldir)
     if saved is None:
         raise UserError(f'{conf.modeldir} holds no trained model ({checkpoints.CONFIG_FILE} '
                         f'missing): train first or point --modeldir at a trained model')
-    for key in checkpoints.ARCH_KEYS:
-        if key in given_flags and saved.get(key) != getattr(conf, key):
+    for key in checkpoints.MODEL_KEYS:
+        if key not in saved:  # a run from before the flag existed had its default
+            continue
+        if key in given_flags and saved[key] != getattr(conf, key):
             print(f'note: --{key}={getattr(conf, key)} ignored; the model in {conf.modeldir} '
                   f'was trained with {key}={saved[key]}')
         setattr(conf, key, saved[key])
@@ -124,3 +127,12 @@ def prepare_prediction(conf, given_flags=()):
                         f'(it saves every --save_step steps) or point --modeldir at a trained '
                         f'model')
     check_writable(sampledir=conf.sampledir)
+    if conf.action in ('reconstruct', 'evaluate'):
+        check_test_data(conf)
+
+
+def check_test_data(conf):
+    """The test split exists and matches the model's image shape."""
+    path = os.path.join(conf.data_dir, conf.test_data)
+    handle, _ = data_reader.open_images(path, conf.height, conf.width, conf.channel)
+    handle.close()

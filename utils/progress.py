@@ -64,3 +64,31 @@ class TrainingProgress:
         if not self._finished:
             self._finished = True
             self.bar.finish(dirty=True)
+
+
+class CountProgress:
+    """A progress bar over a count of images (evaluation, feature extraction) with
+    images/s and time left; in a log file one line every QUIET_INTERVAL_S seconds."""
+
+    def __init__(self, total, label):
+        self.total = total
+        self.done = 0
+        self._interactive = sys.stderr.isatty()
+        self._last_draw = -float('inf')
+        widgets = [f'{label} ', progressbar.SimpleProgress(), ' ', progressbar.Bar(), ' ',
+                   progressbar.FileTransferSpeed(unit='img'), ' ', progressbar.AdaptiveETA()]
+        self.bar = progressbar.ProgressBar(max_value=total, widgets=widgets)
+        self.bar.start()
+
+    def add(self, count):
+        """Counts `count` more images done."""
+        self.done = min(self.done + count, self.total)
+        now = time.perf_counter()
+        if self._interactive or now - self._last_draw >= QUIET_INTERVAL_S \
+                or self.done == self.total:
+            self._last_draw = now
+            self.bar.update(self.done)
+
+    def finish(self):
+        """Ends the line."""
+        self.bar.finish(dirty=True)

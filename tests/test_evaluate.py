@@ -1,0 +1,158 @@
+"""--action=reconstruct, --action=evaluate and the comparison of several models."""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import stats
+
+import main
+from helpers import blob_images
+from utils import checkpoints, compare, evaluation, metrics
+from utils.hdf5_writer import write_images
+
+FINITE_KEYS = ('psnr', 'ssim', 'ms_ssim')
+
+
+@pytest.fixture
+def trained(tiny_conf, tiny_data):
+    """make(**flags) => the Config of a tiny model trained 10 steps, with a test split."""
+    write_images(str(tiny_data / 'test.h5'), blob_images(40, seed=4))
+
+    def make(**overrides):
+        conf = tiny_conf(valid_data='', **overrides)
+        assert main.run(conf) == conf.max_step
+        return conf
+    return make
+
+
+def as_action(conf, action, **overrides):
+    values = conf.as_dict()
+    values.update(action=action, **overrides)
+    return main.Config(**values)
+
+
+def test_dequantized_nll_against_monte_carlo():
+    rng = np.random.default_rng(0)
+    levels = rng.integers(0, 256, (3, 4, 4, 1))
+    targets = levels * (2 / 255) - 1
+    means = np.clip(targets + rng.normal(0, 0.2, targets.shape), -1, 1)
+    sigma, step = 0.3, 2 / 255
+    u = rng.random((20000,) + targets.shape)
+    log_density = stats.norm.logpdf(targets + u * step, loc=means, scale=sigma)
+    expected = -log_density.sum(axis=(2, 3, 4)).mean(axis=0) - 16 * math.log(step)
+    np.testing.assert_allclose(evaluation.dequantized_nll(targets, means, sigma), expected,
+                               rtol=1e-3)
+
+
+def test_reconstruct_writes_rows_input_and_every_stage(trained, tiny_data):
+    conf = trained(num_stages=3)
+    folder = main.run(as_action(conf, 'reconstruct', num_samples=6))
+    names = sorted(os.listdir(folder))
+    for prefix in ('input', 'stage1', 'stage2', 'stage3'):
+        assert [n for n in names if n.startswith(prefix + '_')] == [
+            f'{prefix}_{i:04d}.png' for i in range(6)]
+    with Image.open(os.path.join(folder, 'grid.png')) as grid:
+        assert grid.size == (6 * 16 + 5 * 2, 4 * 16 + 3 * 2)  # (N + 1) rows of 6
+    with Image.open(os.path.join(folder, 'input_0002.png')) as png:
+        np.testing.assert_array_equal(np.asarray(png), blob_images(40, seed=4)[2, ..., 0])
+
+
+def test_evaluate_json_matches_the_graph_metrics(trained):
+    conf = trained(num_stages=2)
+    result = main.run(as_action(conf, 'evaluate', eval_samples=24))
+    path = checkpoints.evaluation_path(conf.modeldir, 10)
+    with open(path) as handle:
+        saved = json.load(handle)
+    assert saved == json.loads(json.dumps(result))
+    assert (saved['test_images'], saved['prior_samples']) == (24, 24)
+
+    def values(node):
+        if isinstance(node, dict):
+            return [v for value in node.values() for v in values(value)]
+        if isinstance(node, list):
+            return [v for value in node for v in values(value)]
+        return [node] if isinstance(node, float) else []
+    assert all(math.isfinite(v) for v in values(saved))
+    assert len(saved['stages']) == 2
+    for entry in saved['stages']:
+        assert entry['size'] == [16, 16] and all(key in entry for key in FINITE_KEYS)
+        for kind in ('reconstructions', 'samples'):
+            for name in evaluation.SHARPNESS:
+                ratio = entry[kind][name] / entry['real'][name]
+                assert entry[kind][f'{name}_ratio'] == pytest.approx(ratio)
+    # the same test images through the graph's own TensorFlow metrics
+    network = main.import_network_quietly()
+    model = network.MSVAE(conf)
+    model.restore(10)
+    graph = model.evaluate_metrics(model.test_batches(24))
+    model.close()
+    assert saved['kl'] == pytest.approx(graph['kl'], rel=1e-4)
+    for stage in (1, 2):
+        assert saved['stages'][stage - 1]['psnr'] == pytest.approx(graph[f'stage{stage}_psnr'],
+                                                                   rel=1e-4)
+    # −ELBO: KL plus the stage-1 loss, the Gaussian constant and the bin width (see README)
+    step = 2 / 255
+    dims = 16 * 16
+    constant = dims * (math.log(conf.sigma * math.sqrt(2 * math.pi)) - math.log(step))
+    lower = (graph['kl'] + graph['stage1_loss'] + constant) / (dims * math.log(2))
+    assert saved['negative_elbo_bits_per_dim'] == pytest.approx(lower, rel=0.02)
+
+
+def test_evaluate_coarse_to_fine_sizes(trained):
+    conf = trained(num_stages=2, coarse_scale=1)
+    result = main.run(as_action(conf, 'evaluate', eval_samples=16))
+    assert [entry['size'] for entry in result['stages']] == [[8, 8], [16, 16]]
+    assert 'negative_elbo_bits_per_dim' not in result  # stage 1 sees averaged pixels
+    assert 'ssim' not in result['stages'][0]  # 8x8 is smaller than one SSIM window
+    assert 'ms_ssim' not in result['stages'][0] and 'ms_ssim' in result['stages'][1]
+    folder = main.run(as_action(conf, 'reconstruct', num_samples=4))
+    with Image.open(os.path.join(folder, 'stage1_0000.png')) as png:
+        assert png.size == (8, 8)
+    with Image.open(os.path.join(folder, 'grid.png')) as grid:
+        assert grid.size == (4 * 16 + 3 * 2, 3 * 16 + 2 * 2)  # stage 1 shown enlarged
+
+
+def test_compare_writes_figure_and_table(trained, tmp_path):
+    vae = trained(num_stages=1, decoder='plain', modeldir=str(tmp_path / 'vae'))
+    msvae = trained(num_stages=2, modeldir=str(tmp_path / 'msvae'))
+    out = tmp_path / 'out'
+    status = compare.run([vae.modeldir, msvae.modeldir, '--labels=VAE,MSVAE', f'--out={out}',
+                          '--num_images=5', '--name=side'])
+    assert status == 0
+    for conf in (vae, msvae):  # computed because they were missing
+        assert os.path.exists(checkpoints.evaluation_path(conf.modeldir, 10))
+    with Image.open(out / 'side.png') as picture:
+        zoom = 3
+        assert picture.size == (compare.LABEL_WIDTH + zoom * (5 * 16 + 4 * 2),
+                                zoom * (3 * 16 + 2 * 2))
+        pixels = np.asarray(picture.convert('L'))
+    assert pixels[:, :compare.LABEL_WIDTH].min() < 100  # the labels are drawn
+    table = (out / 'side.md').read_text()
+    rows = [line.split(' | ')[0] for line in table.splitlines() if line.startswith('| ')]
+    assert rows.count('| VAE') == 3  # reconstructions, samples and control tables
+    assert rows.count('| MSVAE (stage 1)') == 2 and rows.count('| MSVAE (stage 2)') == 2
+    assert rows.count('| MSVAE') == 1 and sum(r.startswith('| VAE + noise') for r in rows) == 1
+    with open(checkpoints.evaluation_path(msvae.modeldir, 10)) as handle:
+        psnr = json.load(handle)['stages'][1]['psnr']
+    assert f'| MSVAE (stage 2) | 10 |' in table and f'{psnr:.4f}' in table
+
+
+def test_compare_refuses_a_folder_without_a_model(tmp_path, capsys):
+    assert compare.run([str(tmp_path / 'nothing'), f'--out={tmp_path / "out"}']) == 2
+    assert 'holds no trained model' in capsys.readouterr().err
+
+
+
+def test_noise_control_matches_the_goal_and_costs_fidelity():
+    targets = blob_images(30, 16, 16, seed=5).astype(np.float64) / 127.5 - 1
+    blurred = np.stack([targets[i - 1] * 0.3 + targets[i] * 0.7 for i in range(30)])
+    real = metrics.laplacian_variance(targets).mean()
+    start = metrics.laplacian_variance(blurred).mean() / real
+    std, noisy = compare.noise_to_match(blurred, targets, goal=3 * start)
+    assert std > 0
+    assert metrics.laplacian_variance(noisy).mean() / real == pytest.approx(3 * start, rel=1e-3)
+    assert metrics.psnr(targets, noisy).mean() < metrics.psnr(targets, blurred).mean()
+    assert compare.noise_to_match(blurred, targets, goal=start / 2)[0] == 0.0
