@@ -20,6 +20,8 @@ ACTIONS = ('train', 'predict', 'reconstruct', 'evaluate')
 DECODERS = ('residual', 'plain')
 REFINE_NETS = ('unet', 'resnet')
 REFINE_LOSSES = ('l1', 'l2')
+UPSAMPLES = ('resize', 'transpose')
+DATA_FORMATS = ('NHWC', 'NCHW')
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 # ---- training
@@ -81,6 +83,19 @@ flags.DEFINE_boolean('stage_gradient', True, 'refinement losses also train the e
                      'loss only')
 flags.DEFINE_integer('coarse_scale', 0, 'coarse-to-fine: stage 1 works at the size halved this '
                      'many times, each refinement stage doubles it (at most num_stages-1)')
+# ---- speed (how the graph runs, not what it computes; see README "Performance")
+flags.DEFINE_boolean('fused_batch_norm', False, 'batch norm as one fused op (same result '
+                     'up to rounding; the moving variance takes the unbiased batch variance)')
+flags.DEFINE_string('upsample', 'resize', 'upsampling of decoder and U-Net: resize (nearest '
+                    'neighbour + conv, no checkerboard) or transpose (stride-2 transposed conv)')
+flags.DEFINE_string('data_format', 'NHWC', 'layout of the image tensors: NHWC (fastest on '
+                    'CPU) or NCHW (the GPU\'s native layout); checkpoints fit both')
+flags.DEFINE_integer('intra_op_threads', 0, 'threads inside one op (0 = TensorFlow picks: '
+                     'the number of cores)')
+flags.DEFINE_integer('inter_op_threads', 0, 'ops run at once (0 = TensorFlow picks)')
+flags.DEFINE_boolean('xla', False, 'compile the graph with XLA (global JIT)')
+flags.DEFINE_boolean('mixed_precision', False, 'float16 compute with dynamic loss scaling '
+                     '(needs a GPU)')
 flags.DEFINE_string('action', 'train', f'what to do: {", ".join(ACTIONS)}')
 
 FLAGS = flags.FLAGS
@@ -125,6 +140,8 @@ def validate(conf):
     """Raises UserError when the flags cannot work together."""
     _require(conf.action in ACTIONS,
              f'unknown --action={conf.action}: choose one of {", ".join(ACTIONS)}')
+    _require(conf.intra_op_threads >= 0 and conf.inter_op_threads >= 0,
+             '--intra_op_threads and --inter_op_threads must be 0 (TensorFlow picks) or more')
     _require(conf.reader_memory_mb >= 0,
              f'--reader_memory_mb={conf.reader_memory_mb} must be 0 (always stream) or more')
     for name in ('max_step', 'test_step', 'save_step', 'summary_step', 'batch', 'height',
@@ -144,7 +161,8 @@ def validate(conf):
 def _validate_stages(conf):
     """The flags of the stage layout: choices, weights, coarse-to-fine sizes and depth."""
     for name, choices in (('decoder', DECODERS), ('refine_net', REFINE_NETS),
-                          ('refine_loss', REFINE_LOSSES)):
+                          ('refine_loss', REFINE_LOSSES), ('upsample', UPSAMPLES),
+                          ('data_format', DATA_FORMATS)):
         _require(getattr(conf, name) in choices, f'unknown --{name}={getattr(conf, name)}: '
                  f'choose one of {", ".join(choices)}')
     _require(conf.num_stages >= 1, f'--num_stages={conf.num_stages} must be 1 (the VAE alone) '
@@ -190,6 +208,10 @@ def import_network_quietly():
 def run(conf):
     """Validates conf, then trains or predicts. Returns what the action returns."""
     validate(conf)
+    if conf.mixed_precision:  # before anything is written; needs TensorFlow loaded
+        _require(import_network_quietly().has_gpu(),
+                 '--mixed_precision needs a GPU and TensorFlow sees none: drop the flag '
+                 '(float32 on CPU) or install requirements-gpu.txt on a GPU machine')
     if conf.action == 'train':
         preflight.prepare_training(conf)
     else:

@@ -38,6 +38,20 @@ def make_deterministic():
     tf.config.experimental.enable_op_determinism()
 
 
+def has_gpu():
+    """Whether TensorFlow sees a GPU."""
+    return bool(tf.config.list_physical_devices('GPU'))
+
+
+def session_config(conf):
+    """The session's threads and XLA setting from the flags."""
+    config = tf1.ConfigProto(intra_op_parallelism_threads=conf.intra_op_threads,
+                             inter_op_parallelism_threads=conf.inter_op_threads)
+    if conf.xla:
+        config.graph_options.optimizer_options.global_jit_level = tf1.OptimizerOptions.ON_1
+    return config
+
+
 def prior_samples(seed, count, latent_len):
     """A fixed batch of z ~ N(0, I): the same (seed, count) gives the same samples."""
     rng = np.random.default_rng([seed, PRIOR_STREAM])
@@ -53,12 +67,13 @@ def encoder(image, conf, training):
     smooth, and close to linear for large s (exp(s) would let the KL's
     std² term explode early in training).
     """
-    x = image
+    x = ops.to_layout(image)
     for level in range(conf.network_depth):
         # [b, h_l, w_l, .] => [b, h_l/2, w_l/2, start·2^l]
         x = ops.conv_bn_lrelu(x, conf.start_channel_num * 2 ** level, training,
                               f'down{level}', stride=2)
-    flat = tf.reshape(x, [-1, int(np.prod(x.shape[1:]))])
+    # flattened in NHWC order whatever the layout: checkpoints fit both layouts
+    flat = tf.reshape(ops.from_layout(x), [-1, int(np.prod(x.shape[1:]))])
     # [b, h_d·w_d·ch] => [b, 2·latent_len]
     stats = ops.dense(flat, 2 * conf.latent_len, 'latent')
     mean, raw_std = tf.split(stats, 2, axis=1)
@@ -78,7 +93,7 @@ def decoder(z, conf, training, size):
     channels = conf.start_channel_num * 2 ** (depth - 1)
     # [b, latent_len] => [b, h_d, w_d, start·2^(d-1)]
     x = ops.dense(z, bottom_h * bottom_w * channels, 'project')
-    x = tf.reshape(x, [-1, bottom_h, bottom_w, channels])
+    x = ops.to_layout(tf.reshape(x, [-1, bottom_h, bottom_w, channels]))
     x = ops.lrelu(ops.batch_norm(x, training, 'project_bn'))
     for level in reversed(range(depth)):
         if conf.decoder == 'residual':
@@ -89,7 +104,7 @@ def decoder(z, conf, training, size):
         x = ops.resize_conv(x, out_channels, sizes[level], f'up{level}')
         x = ops.lrelu(ops.batch_norm(x, training, f'up{level}_bn'))
     # [b, h, w, start] => [b, h, w, channel]
-    return tf.tanh(ops.conv2d(x, conf.channel, 'to_image'))
+    return tf.tanh(ops.from_layout(ops.conv2d(x, conf.channel, 'to_image')))
 
 
 def unet(image, depth, start_channels, training):
@@ -100,7 +115,7 @@ def unet(image, depth, start_channels, training):
     """
     sizes = level_sizes(int(image.shape[1]), int(image.shape[2]), depth)
     # [b, h, w, c] => [b, h, w, start]
-    x = ops.conv_bn_lrelu(image, start_channels, training, 'in')
+    x = ops.conv_bn_lrelu(ops.to_layout(image), start_channels, training, 'in')
     skips = [x]
     for level in range(depth):
         # [b, h_l, w_l, .] => [b, h_{l+1}, w_{l+1}, start·2^(l+1)]
@@ -113,10 +128,11 @@ def unet(image, depth, start_channels, training):
         x = ops.resize_conv(x, channels, sizes[level], f'up{level}')
         x = ops.lrelu(ops.batch_norm(x, training, f'up{level}_bn'))
         # concat the skip: [b, h_l, w_l, 2·start·2^l] => [b, h_l, w_l, start·2^l]
-        x = ops.conv_bn_lrelu(tf.concat([x, skips[level]], axis=-1), channels, training,
+        x = ops.conv_bn_lrelu(tf.concat([x, skips[level]], axis=ops.channels_axis()), channels,
+                              training,
                               f'merge{level}')
     # [b, h, w, start] => [b, h, w, c]
-    return tf.tanh(ops.conv2d(x, int(image.shape[-1]), 'to_image'))
+    return tf.tanh(ops.from_layout(ops.conv2d(x, int(image.shape[-1]), 'to_image')))
 
 
 def resnet(image, width, training):
@@ -128,7 +144,7 @@ def resnet(image, width, training):
     narrowing convolution to the image.
     """
     # [b, h, w, c] => [b, h, w, width]
-    first = ops.conv_bn_lrelu(image, width, training, 'in', kernel=5)
+    first = ops.conv_bn_lrelu(ops.to_layout(image), width, training, 'in', kernel=5)
     x = first
     for index in range(RESNET_BLOCKS):
         # [b, h, w, width] => [b, h, w, width]
@@ -139,7 +155,7 @@ def resnet(image, width, training):
     x = ops.conv_bn_lrelu(x, 4 * width, training, 'wide')
     x = ops.conv_bn_lrelu(x, width, training, 'narrow')
     # [b, h, w, width] => [b, h, w, c]
-    return tf.tanh(ops.conv2d(x, int(image.shape[-1]), 'to_image'))
+    return tf.tanh(ops.from_layout(ops.conv2d(x, int(image.shape[-1]), 'to_image')))
 
 
 def refiner(image, conf, training):
@@ -167,9 +183,12 @@ class MSVAE:
         self.graph = tf.Graph()
         with self.graph.as_default():
             tf1.set_random_seed(conf.random_seed)
-            self._build()
+            with ops.build_options(fused_batch_norm=conf.fused_batch_norm,
+                                   upsample=conf.upsample, data_format=conf.data_format):
+                self._build()
             self.graph.finalize()
-        self.sess = tf1.Session(graph=self.graph)
+        self.session_config = session_config(conf)
+        self.sess = tf1.Session(graph=self.graph, config=self.session_config)
 
     # ------------------------------------------------------------ graph
 
@@ -261,6 +280,9 @@ class MSVAE:
     def _optimizer(self, loss):
         """Adam on all trainable variables; each step also moves the batch-norm averages."""
         adam = tf1.train.AdamOptimizer(self.conf.learning_rate, beta1=self.conf.beta1)
+        if self.conf.mixed_precision:  # float16 where safe, loss scaled against underflow
+            adam = tf1.mixed_precision.enable_mixed_precision_graph_rewrite(
+                adam, loss_scale='dynamic')
         with tf.control_dependencies(tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)):
             return adam.minimize(loss, global_step=self.global_step)
 

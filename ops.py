@@ -3,8 +3,12 @@
 Every helper takes a `scope` name and creates its variables inside it, so a
 network built twice under a reusing variable scope shares its weights (the
 prior-sampling path reuses the reconstruction path's decoder this way).
-Tensors are NHWC throughout.
+Tensors are NHWC unless OPTIONS['data_format'] is 'NCHW': then the image
+tensors between the helpers are [b, c, h, w] (channels_axis() says which), and
+the networks convert at their ends (to_layout / from_layout).
 """
+import contextlib
+
 import tensorflow as tf
 
 tf1 = tf.compat.v1
@@ -12,6 +16,60 @@ tf1 = tf.compat.v1
 LEAK = 0.2  # leaky ReLU slope for negative inputs
 BN_DECAY = 0.99  # moving-average decay of the batch-norm statistics
 BN_EPSILON = 1e-5  # added to the variance before the square root
+
+# How the helpers build their ops (not what they compute): set for one graph with
+# build_options(); the defaults are the graph the project has always built.
+OPTIONS = {
+    'fused_batch_norm': False,  # one FusedBatchNormV3 op instead of moments + arithmetic
+    'upsample': 'resize',  # resize_conv: 'resize' (nearest + conv) or 'transpose' (conv^T)
+    'data_format': 'NHWC',  # layout of the image tensors: NHWC (CPU) or NCHW (GPU)
+}
+
+
+@contextlib.contextmanager
+def build_options(**values):
+    """Sets OPTIONS for the ops built inside the block."""
+    unknown = set(values) - set(OPTIONS)
+    if unknown:
+        raise TypeError(f'unknown build options {sorted(unknown)}')
+    saved = dict(OPTIONS)
+    OPTIONS.update(values)
+    try:
+        yield
+    finally:
+        OPTIONS.clear()
+        OPTIONS.update(saved)
+
+
+def nchw():
+    """Whether the helpers build NCHW tensors."""
+    return OPTIONS['data_format'] == 'NCHW'
+
+
+def channels_axis():
+    """The channel axis of image tensors in the current layout."""
+    return 1 if nchw() else 3
+
+
+def channels(x):
+    """The channel count of an image tensor in the current layout."""
+    return int(x.shape[channels_axis()])
+
+
+def spatial_size(x):
+    """(h, w) of an image tensor in the current layout."""
+    return (int(x.shape[2]), int(x.shape[3])) if nchw() else (int(x.shape[1]),
+                                                                int(x.shape[2]))
+
+
+def to_layout(images):
+    """NHWC images => the current layout."""
+    return tf.transpose(images, [0, 3, 1, 2]) if nchw() else images
+
+
+def from_layout(x):
+    """The current layout => NHWC."""
+    return tf.transpose(x, [0, 2, 3, 1]) if nchw() else x
 
 
 def he_init():
@@ -28,26 +86,62 @@ def lrelu(x, name='lrelu'):
 def conv2d(x, out_channels, scope, kernel=3, stride=1, bias=True):
     """k×k convolution, SAME padding: [b, h, w, c] => [b, ceil(h/s), ceil(w/s), out]."""
     with tf1.variable_scope(scope):
-        in_channels = x.shape[-1]
         weights = tf1.get_variable(
-            'weights', [kernel, kernel, in_channels, out_channels],
+            'weights', [kernel, kernel, channels(x), out_channels],
             initializer=he_init())
-        y = tf.nn.conv2d(x, weights, strides=[1, stride, stride, 1], padding='SAME')
+        if nchw():
+            y = tf.nn.conv2d(x, weights, strides=[1, 1, stride, stride], padding='SAME',
+                             data_format='NCHW')
+        else:
+            y = tf.nn.conv2d(x, weights, strides=[1, stride, stride, 1], padding='SAME')
         if bias:
-            y += tf1.get_variable('biases', [out_channels],
-                                  initializer=tf1.zeros_initializer())
+            biases = tf1.get_variable('biases', [out_channels],
+                                      initializer=tf1.zeros_initializer())
+            y = tf.nn.bias_add(y, biases, data_format='NCHW') if nchw() else y + biases
         return y
 
 
 def resize_conv(x, out_channels, size, scope, kernel=3):
-    """Nearest-neighbour upsampling to `size` then a convolution.
+    """Upsampling to `size` with a convolution: [b, h, w, c] => [b, size[0], size[1], out].
 
-    [b, h, w, c] => [b, size[0], size[1], out]. Resizing to an explicit size
-    (instead of a fixed ×2) lets a decoder land exactly on odd sizes such as
-    7 → 14 → 28 or 4 → 7, and avoids the checkerboard of transposed convs.
+    OPTIONS['upsample'] == 'resize': nearest-neighbour resize then a k×k conv;
+    resizing to an explicit size (instead of a fixed ×2) lands exactly on odd
+    sizes such as 7 → 14 → 28 or 4 → 7, and avoids the checkerboard artefacts
+    of transposed convolutions. 'transpose': one stride-2 k×k transposed conv
+    (cheaper: it skips the resized copy), cropped to `size` by its output shape.
     """
-    x = tf.image.resize(x, size, method=tf.image.ResizeMethod.NEAREST_NEIGHBOR)
+    if OPTIONS['upsample'] == 'transpose':
+        return conv2d_transpose(x, out_channels, size, scope, kernel=kernel)
+    if nchw():
+        x = nearest_resize_nchw(x, size)
+    else:
+        x = tf.image.resize(x, size, method=tf.image.ResizeMethod.NEAREST_NEIGHBOR)
     return conv2d(x, out_channels, scope, kernel=kernel, bias=False)
+
+
+def nearest_resize_nchw(x, size):
+    """tf.image.resize's nearest neighbour (half-pixel centres) on [b, c, h, w]: output
+    pixel i takes input pixel floor((i + ½)·in/out), gathered along h, then w."""
+    height, width = spatial_size(x)
+    rows = [int((i + 0.5) * height / size[0]) for i in range(size[0])]
+    cols = [int((i + 0.5) * width / size[1]) for i in range(size[1])]
+    return tf.gather(tf.gather(x, rows, axis=2), cols, axis=3)
+
+
+def conv2d_transpose(x, out_channels, size, scope, kernel=3):
+    """Stride-2 transposed convolution, SAME padding, no bias:
+    [b, h, w, c] => [b, size[0], size[1], out] with ceil(size/2) == (h, w)."""
+    with tf1.variable_scope(scope):
+        weights = tf1.get_variable('weights', [kernel, kernel, out_channels, channels(x)],
+                                   initializer=he_init())
+        if nchw():
+            shape = tf.stack([tf.shape(x)[0], out_channels, size[0], size[1]])
+            y = tf.nn.conv2d_transpose(x, weights, shape, strides=[1, 1, 2, 2],
+                                       padding='SAME', data_format='NCHW')
+            return tf.ensure_shape(y, [None, out_channels, size[0], size[1]])
+        shape = tf.stack([tf.shape(x)[0], size[0], size[1], out_channels])
+        y = tf.nn.conv2d_transpose(x, weights, shape, strides=[1, 2, 2, 1], padding='SAME')
+        return tf.ensure_shape(y, [None, size[0], size[1], out_channels])
 
 
 def dense(x, units, scope):
@@ -61,7 +155,7 @@ def dense(x, units, scope):
 
 
 def batch_norm(x, training, scope):
-    """Batch norm over all axes but the last.
+    """Batch norm over all axes but the channels'.
 
     `training` is a Python bool or a scalar bool tensor. When it is true the
     batch's own statistics normalise the batch and update ops that move the
@@ -70,17 +164,20 @@ def batch_norm(x, training, scope):
     inference-only path that creates no update ops (prior sampling).
     """
     with tf1.variable_scope(scope):
-        channels = x.shape[-1]
-        beta = tf1.get_variable('beta', [channels], initializer=tf1.zeros_initializer())
-        gamma = tf1.get_variable('gamma', [channels], initializer=tf1.ones_initializer())
-        moving_mean = tf1.get_variable('moving_mean', [channels], trainable=False,
+        count = channels(x)
+        beta = tf1.get_variable('beta', [count], initializer=tf1.zeros_initializer())
+        gamma = tf1.get_variable('gamma', [count], initializer=tf1.ones_initializer())
+        moving_mean = tf1.get_variable('moving_mean', [count], trainable=False,
                                        initializer=tf1.zeros_initializer())
-        moving_var = tf1.get_variable('moving_variance', [channels], trainable=False,
+        moving_var = tf1.get_variable('moving_variance', [count], trainable=False,
                                       initializer=tf1.ones_initializer())
+        if OPTIONS['fused_batch_norm'] and x.shape.rank == 4:
+            return _fused_batch_norm(x, training, beta, gamma, moving_mean, moving_var)
         if training is False:
             mean, var = moving_mean, moving_var
         else:
-            batch_mean, batch_var = tf.nn.moments(x, axes=list(range(x.shape.rank - 1)))
+            axes = [0, 2, 3] if nchw() else list(range(x.shape.rank - 1))
+            batch_mean, batch_var = tf.nn.moments(x, axes=axes)
             for variable, value in ((moving_mean, batch_mean), (moving_var, batch_var)):
                 # average ← average − (1 − decay)·(average − batch value)
                 tf1.add_to_collection(tf1.GraphKeys.UPDATE_OPS, variable.assign_sub(
@@ -91,7 +188,29 @@ def batch_norm(x, training, scope):
                 mean, var = tf1.cond(training, lambda: (batch_mean, batch_var),
                                      lambda: (tf.identity(moving_mean),
                                               tf.identity(moving_var)))
+        if nchw():  # per-channel values broadcast over [b, c, h, w]
+            mean, var, beta, gamma = (tf.reshape(t, [1, -1, 1, 1])
+                                      for t in (mean, var, beta, gamma))
         return tf.nn.batch_normalization(x, mean, var, beta, gamma, BN_EPSILON)
+
+
+def _fused_batch_norm(x, training, beta, gamma, moving_mean, moving_var):
+    """batch_norm with FusedBatchNormV3 and the same moving averages (they take the
+    op's batch variance, which is the unbiased one)."""
+    def infer():
+        return tf1.nn.fused_batch_norm(x, gamma, beta, mean=moving_mean, variance=moving_var,
+                                       epsilon=BN_EPSILON, is_training=False,
+                                       data_format=OPTIONS['data_format'])[0]
+    if training is False:
+        return infer()
+    # made outside any cond, as in batch_norm, so that the train op can run the updates
+    y, batch_mean, batch_var = tf1.nn.fused_batch_norm(x, gamma, beta, epsilon=BN_EPSILON,
+                                                       is_training=True,
+                                                       data_format=OPTIONS['data_format'])
+    for variable, value in ((moving_mean, batch_mean), (moving_var, batch_var)):
+        tf1.add_to_collection(tf1.GraphKeys.UPDATE_OPS, variable.assign_sub(
+            (1.0 - BN_DECAY) * (variable - value)))
+    return y if training is True else tf1.cond(training, lambda: y, infer)
 
 
 def conv_bn_lrelu(x, out_channels, training, scope, stride=1, kernel=3):
@@ -104,9 +223,9 @@ def conv_bn_lrelu(x, out_channels, training, scope, stride=1, kernel=3):
 def residual_block(x, training, scope):
     """Two 3×3 conv+BN layers added to the input: [b, h, w, c] => [b, h, w, c]."""
     with tf1.variable_scope(scope):
-        channels = x.shape[-1]
-        y = conv_bn_lrelu(x, channels, training, 'layer1')
-        y = batch_norm(conv2d(y, channels, 'conv2', bias=False), training, 'bn2')
+        count = channels(x)
+        y = conv_bn_lrelu(x, count, training, 'layer1')
+        y = batch_norm(conv2d(y, count, 'conv2', bias=False), training, 'bn2')
         return lrelu(x + y)
 
 

@@ -10,6 +10,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import ROOT, TINY
 from helpers import blob_images
@@ -100,6 +101,11 @@ CASES = {
     'evaluate_without_test_data': ('trained', {'action': 'evaluate', 'test_data': 'gone.h5'},
                                    'gone.h5 not found'),
     'reconstruct_without_model': (None, {'action': 'reconstruct'}, 'holds no trained model'),
+    'unknown_data_format': (None, {'data_format': 'NWHC'}, 'unknown --data_format=NWHC'),
+    'unknown_upsample': (None, {'upsample': 'bicubic'}, 'unknown --upsample=bicubic'),
+    'threads_negative': (None, {'intra_op_threads': -1}, '--intra_op_threads and'),
+    'mixed_precision_without_gpu': (None, {'mixed_precision': True},
+                                    '--mixed_precision needs a GPU'),
 }
 
 
@@ -131,6 +137,8 @@ def snapshot(root):
 
 @pytest.mark.parametrize('case', sorted(CASES))
 def test_bad_input_gives_one_line_and_changes_nothing(case, tmp_path, trained_model):
+    if case == 'mixed_precision_without_gpu' and tf.config.list_physical_devices('GPU'):
+        pytest.skip('this machine has a GPU')
     setup, extra, expected = CASES[case]
     write_images(str(tmp_path / 'data' / 'train.h5'), blob_images(96, seed=1))
     if setup in ('trained', 'trained_no_flags', 'flags_only'):

@@ -1,0 +1,155 @@
+"""How close the training step comes to the machine's limit.
+
+    python benchmarks/train_step.py [--flagfile=configs/celeba128.flags] [main.py flags]
+        [--steps=20 --warmup=5 --matmul_size=2048 --label=...]
+
+For the model of the flags, on one constant in-memory batch (the reader is measured
+by reader_speed.py): the median training step time over --steps timed steps after
+--warmup, images/s, FLOPs per image (TensorFlow's profiler on a traced step, and the
+analytic count of benchmarks/flops.py), achieved GFLOP/s, and its share of the dense
+float32 matmul GFLOP/s measured in the same process with the same thread settings;
+then prior-sampling (predict) images/s and the peak RSS. Prints a table row and one
+JSON line.
+"""
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+import main  # noqa: E402  (defines the model flags)
+from benchmarks import flops as analytic  # noqa: E402
+
+flags.DEFINE_integer('steps', 20, 'timed training steps')
+flags.DEFINE_integer('warmup', 5, 'untimed training steps first')
+flags.DEFINE_integer('matmul_size', 2048, 'n of the n×n float32 matmuls that measure the peak')
+flags.DEFINE_integer('predict_batch', 256, 'prior samples per predict run')
+flags.DEFINE_string('label', '', 'name of this configuration in the output')
+
+
+def median_seconds(run, repeats):
+    """Median wall time of `repeats` calls of run()."""
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def matmul_gflops(tf, session_config, size, repeats=10, chain=4):
+    """Dense float32 matmul GFLOP/s: `chain` independent n×n products per run, median of
+    `repeats` runs after one warm-up."""
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        a = tf1.get_variable('a', [size, size], initializer=tf1.random_normal_initializer())
+        b = tf1.get_variable('b', [size, size], initializer=tf1.random_normal_initializer())
+        # one element of each product is fetched: an unused product would be pruned
+        products = tf.add_n([tf.matmul(a + float(i), b)[0, 0] for i in range(chain)])
+        init = tf1.global_variables_initializer()
+    with tf1.Session(graph=graph, config=session_config) as sess:
+        sess.run(init)
+        sess.run(products)
+        seconds = median_seconds(lambda: sess.run(products), repeats)
+    return 2 * size ** 3 * chain / seconds / 1e9
+
+
+def traced_step(tf, model, batch):
+    """RunMetadata of one traced training step."""
+    tf1 = tf.compat.v1
+    options = tf1.RunOptions(trace_level=tf1.RunOptions.FULL_TRACE)
+    run_meta = tf1.RunMetadata()
+    model.sess.run(model.train_op, {model.images: batch, model.training: True},
+                   options=options, run_metadata=run_meta)
+    return run_meta
+
+
+def time_by_op_type(run_meta, top=8):
+    """[(op type, share of the summed op time)] of a traced step, largest first (op
+    times summed over threads: where the work goes, not the wall time)."""
+    totals = {}
+    for device in run_meta.step_stats.dev_stats:
+        for node in device.node_stats:
+            kind = node.timeline_label.split('(')[0].split(' = ')[-1].strip() or node.node_name
+            totals[kind] = totals.get(kind, 0) + node.all_end_rel_micros
+    whole = sum(totals.values()) or 1
+    ranked = sorted(totals.items(), key=lambda item: -item[1])[:top]
+    return [(kind, micros / whole) for kind, micros in ranked]
+
+
+def profiled_flops(tf, model, run_meta):
+    """FLOPs of one training step as TensorFlow's profiler counts them (shapes taken
+    from the traced run): (all ops, Conv2D*/MatMul only)."""
+    tf1 = tf.compat.v1
+    builder = tf1.profiler.ProfileOptionBuilder
+    opts = builder(builder.float_operation()).with_empty_output().build()
+    stats = tf1.profiler.profile(model.graph, run_meta=run_meta, cmd='op', options=opts)
+    dense = sum(child.total_float_ops for child in stats.children
+                if child.name.startswith(('Conv2D', 'MatMul')))
+    return stats.total_float_ops, dense
+
+
+def measure(conf, steps, warmup, matmul_size, predict_batch):
+    """All the numbers of one configuration, as a dict."""
+    import numpy as np
+    network = main.import_network_quietly()
+    import tensorflow as tf
+    model = network.MSVAE(conf)
+    model.sess.run(model.init_op)
+    rng = np.random.default_rng(0)
+    batch = rng.uniform(-1, 1, (conf.batch, conf.height, conf.width, conf.channel)).astype(
+        np.float32)
+    for _ in range(warmup):
+        model.train_step(batch)
+    step_s = median_seconds(lambda: model.train_step(batch), steps)
+    run_meta = traced_step(tf, model, batch)
+    total_flops, dense_flops = profiled_flops(tf, model, run_meta)
+    breakdown = time_by_op_type(run_meta)
+    z = network.prior_samples(conf.random_seed, predict_batch, conf.latent_len)
+    model.sess.run(model.sample_outputs, {model.prior_z: z})
+    predict_s = median_seconds(lambda: model.sess.run(model.sample_outputs,
+                                                      {model.prior_z: z}), 5)
+    config = getattr(model, 'session_config', None)
+    model.close()
+    peak = matmul_gflops(tf, config, matmul_size)
+    per_image = total_flops / conf.batch
+    achieved = per_image * conf.batch / step_s / 1e9
+    return {
+        'step_ms': 1e3 * step_s, 'images_per_s': conf.batch / step_s,
+        'train_gflop_per_image_profiler': per_image / 1e9,
+        'train_gflop_per_image_profiler_conv_matmul': dense_flops / conf.batch / 1e9,
+        'train_gflop_per_image_analytic': analytic.count(conf)['train'] / 1e9,
+        'achieved_gflops': achieved, 'matmul_gflops': peak, 'share_of_matmul': achieved / peak,
+        'predict_images_per_s': predict_batch / predict_s,
+        'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        'cpus': os.cpu_count(), 'batch': conf.batch,
+        'size': f'{conf.height}x{conf.width}x{conf.channel}',
+        'op_time_shares': {kind: round(share, 4) for kind, share in breakdown},
+    }
+
+
+def run(_):
+    """Measures the configuration of the flags and prints the table row and JSON."""
+    conf = main.config_from_flags()
+    main.validate(conf)
+    args = flags.FLAGS
+    result = measure(conf, args.steps, args.warmup, args.matmul_size, args.predict_batch)
+    result['label'] = args.label or f'{result["size"]} batch {conf.batch}'
+    print('| config | step ms | images/s | GFLOP/img (profiler / analytic) | GFLOP/s | '
+          'matmul GFLOP/s | share | predict img/s | peak RSS MB |')
+    print(f'| {result["label"]} | {result["step_ms"]:.1f} | {result["images_per_s"]:.1f} | '
+          f'{result["train_gflop_per_image_profiler"]:.4g} / '
+          f'{result["train_gflop_per_image_analytic"]:.4g} | {result["achieved_gflops"]:.1f} | '
+          f'{result["matmul_gflops"]:.1f} | {100 * result["share_of_matmul"]:.1f}% | '
+          f'{result["predict_images_per_s"]:.0f} | {result["peak_rss_mb"]:.0f} |')
+    print(json.dumps(result))
+
+
+if __name__ == '__main__':
+    app.run(run)
