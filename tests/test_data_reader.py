@@ -116,8 +116,11 @@ def test_clear_errors(tmp_path, content, message):
 def test_a_read_failing_mid_run_is_a_clear_error(numbered):
     """An I/O error in the prefetch thread (a failing disk, a lost network mount) reaches
     the training loop as a DataError naming the file, not as a bare h5py traceback."""
-    class FailingImages:
+    class FailingImages:  # every use fails, whichever read function the thread holds
         def __getitem__(self, item):
+            raise OSError("Can't synchronously read data (file read failed)")
+
+        def __getattr__(self, name):
             raise OSError("Can't synchronously read data (file read failed)")
     reader = data_reader.BatchReader(numbered, 4, 3, 1, 16, seed=0, prefetch=1,
                                      memory_limit_mb=0)

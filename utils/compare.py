@@ -32,7 +32,9 @@ def load_model(network, modeldir, step):
     if saved is None:
         raise UserError(f'{modeldir} holds no trained model ({checkpoints.CONFIG_FILE} missing)')
     values = {key: value for key, value in saved.items() if key in main.FLAG_NAMES}
-    values.update(modeldir=modeldir, action='evaluate', predict_step=step)
+    # the run's speed flags may name a GPU this machine lacks; they do not change results
+    values.update(modeldir=modeldir, action='evaluate', predict_step=step,
+                  mixed_precision=False, xla=False)
     conf = main.default_config(**values)
     main.validate(conf)
     preflight.prepare_prediction(conf)
@@ -167,7 +169,7 @@ def compare(modeldirs, labels, out, name, num_images, step=0, zoom=3, control_im
         model, conf = load_model(network, modeldir, step)
         try:
             if test_batch is None:
-                test_batch = next(model.test_batches(num_images))
+                test_batch = np.concatenate(list(model.test_batches(num_images)))
                 rows.append(test_batch)
                 shape = test_batch.shape[1:]
             elif (conf.height, conf.width, conf.channel) != shape:
@@ -177,7 +179,9 @@ def compare(modeldirs, labels, out, name, num_images, step=0, zoom=3, control_im
             outputs = model.reconstruct_batch(test_batch)['outputs']
             rows.append(images.resize_nearest(outputs[-1], shape[:2]))
             results.append(model_metrics(model, conf))
-            finals.append(final_stage(model, control_images) if len(modeldirs) > 1 else None)
+            # the noise control needs the first and the last model's reconstructions
+            ends = (modeldir == modeldirs[0] or modeldir == modeldirs[-1]) and len(modeldirs) > 1
+            finals.append(final_stage(model, control_images) if ends else None)
         finally:
             model.close()
     control = None
