@@ -71,11 +71,11 @@ flags.DEFINE_float('sigma', 0.5, 'std of the Gaussian decoder (pixels in [-1, 1]
 flags.DEFINE_integer('num_stages', 2, '1 = the VAE alone, 2 = VAE + one refinement stage (the '
                      'paper), more = further refinement stages')
 flags.DEFINE_string('decoder', 'residual', 'stage-1 decoder: residual (a residual block '
-                  'per level, the deep residual VAE) or plain (the original VAE)')
+                    'per level, the deep residual VAE) or plain (the original VAE)')
 flags.DEFINE_string('refine_net', 'unet', 'refinement stages: unet or resnet (the '
-                  'SRResNet-like net of the reference code)')
+                    'SRResNet-like net of the reference code)')
 flags.DEFINE_string('refine_loss', 'l1', 'loss of each refinement stage: l1 '
-                  '(sum of |x - x^|) or l2 (sum of squares)')
+                    '(sum of |x - x^|) or l2 (sum of squares)')
 flags.DEFINE_list('refine_weights', ['1'], 'weight of each refinement stage\'s loss: one value '
                   'for all, or num_stages-1 comma-separated values')
 flags.DEFINE_boolean('stage_gradient', True, 'refinement losses also train the earlier stages '
@@ -206,7 +206,7 @@ def import_network_quietly():
 
 
 def run(conf):
-    """Validates conf, then trains or predicts. Returns what the action returns."""
+    """Validates conf, then runs its action. Returns what the action returns."""
     validate(conf)
     if conf.mixed_precision:  # before anything is written; needs TensorFlow loaded
         _require(import_network_quietly().has_gpu(),
