@@ -49,6 +49,7 @@ def dequantized_nll(targets, means, sigma):
     exactly, so no noise is drawn. The −D·log Δ term turns the density into
     the probability of the pixel's bin: the sum bounds −log P(image).
     """
+    targets, means = np.asarray(targets, np.float64), np.asarray(means, np.float64)
     step = 2.0 / (PIXEL_LEVELS - 1)
     count = len(targets)
     dims = targets[0].size
