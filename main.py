@@ -12,7 +12,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TensorFlow's C++ star
 
 from absl import app, flags  # noqa: E402  (absl comes with TensorFlow)
 
-from utils import preflight, shapes, stages  # noqa: E402
+from utils import cluster, preflight, shapes, stages  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.signals import TrainingStopped  # noqa: E402
 
@@ -96,6 +96,17 @@ flags.DEFINE_integer('inter_op_threads', 0, 'ops run at once (0 = TensorFlow pic
 flags.DEFINE_boolean('xla', False, 'compile the graph with XLA (global JIT)')
 flags.DEFINE_boolean('mixed_precision', False, 'float16 compute with dynamic loss scaling '
                      '(needs a GPU)')
+# ---- several GPUs, several machines (see README "Training on several GPUs or machines")
+flags.DEFINE_integer('num_gpus', 1, 'towers of in-graph data parallelism, each on its slice of '
+                     'the batch (logical CPU devices when there are fewer GPUs)')
+flags.DEFINE_list('ps_hosts', [], 'parameter servers of a cluster, host:port,...')
+flags.DEFINE_list('worker_hosts', [], 'workers of a cluster, host:port,... (the first is the '
+                  'chief)')
+flags.DEFINE_string('job_name', '', 'this process\'s job in the cluster: ps or worker ("" = '
+                    'no cluster, or the task of TF_CONFIG)')
+flags.DEFINE_integer('task_index', 0, 'this process\'s index within its job')
+flags.DEFINE_boolean('sync_replicas', False, 'cluster: average one gradient per worker before '
+                     'each update (SyncReplicasOptimizer); false = asynchronous updates')
 flags.DEFINE_string('action', 'train', f'what to do: {", ".join(ACTIONS)}')
 
 FLAGS = flags.FLAGS
@@ -156,6 +167,7 @@ def validate(conf):
              f'(default {FLAGS["learning_rate"].default})')
     _require(0 <= conf.beta1 < 1, f'--beta1={conf.beta1} must be in [0, 1)')
     _validate_stages(conf)
+    _validate_parallel(conf)
 
 
 def _validate_stages(conf):
@@ -182,6 +194,26 @@ def _validate_stages(conf):
              f'--network_depth={conf.network_depth} is too deep for {height}x{width} images '
              f'(stage 1\'s size; each level halves it): use --network_depth={deepest} or less'
              + (' or a smaller --coarse_scale' if conf.coarse_scale else ''))
+
+
+def _validate_parallel(conf):
+    """--num_gpus: a whole number of images per tower."""
+    _require(conf.num_gpus >= 1, f'--num_gpus={conf.num_gpus} must be 1 (no towers) or more')
+    _require(conf.batch % conf.num_gpus == 0,
+             f'--batch={conf.batch} must be a multiple of --num_gpus={conf.num_gpus}: each '
+             f'tower takes an equal slice of the batch')
+
+
+def check_cluster(conf, plan):
+    """The flags that a cluster (plan, or None without one) rules out or needs."""
+    if plan is None:
+        _require(not conf.sync_replicas, '--sync_replicas needs a cluster: give --ps_hosts, '
+                 '--worker_hosts, --job_name and --task_index (or TF_CONFIG)')
+        return
+    _require(conf.action == 'train', f'--action={conf.action} runs in one process: drop the '
+             f'cluster flags (and TF_CONFIG) for it')
+    _require(conf.num_gpus == 1, f'--num_gpus={conf.num_gpus} with a cluster: run one worker '
+             f'per GPU instead (CUDA_VISIBLE_DEVICES=i for worker i)')
 
 
 def import_network_quietly():
@@ -212,6 +244,10 @@ def run(conf):
         _require(import_network_quietly().has_gpu(),
                  '--mixed_precision needs a GPU and TensorFlow sees none: drop the flag '
                  '(float32 on CPU) or install requirements-gpu.txt on a GPU machine')
+    plan = cluster.plan_from(conf)
+    check_cluster(conf, plan)
+    if plan is not None:
+        return _run_in_cluster(conf, plan)
     if conf.action == 'train':
         preflight.prepare_training(conf)
     else:
@@ -225,6 +261,21 @@ def run(conf):
         return getattr(model, conf.action)()
     finally:
         model.close()
+
+
+def _run_in_cluster(conf, plan):
+    """Serves as a parameter server, or trains as a worker (the chief prepares modeldir)."""
+    conf.task_index = plan.task_index
+    if plan.job_name == 'worker':
+        if plan.is_chief:
+            preflight.prepare_training(conf)
+        else:
+            preflight.check_training_data(conf)
+    import_network_quietly()
+    import distributed
+    if plan.job_name == 'ps':
+        return distributed.serve(plan)
+    return distributed.train_worker(conf, plan)
 
 
 def main(argv):

@@ -6,6 +6,7 @@ residual net), each with its own loss. Prior samples z ~ N(0, I) go through
 the same decoder and refiners (shared weights, batch norm in inference mode).
 See README.md for the loss.
 """
+import contextlib
 import os
 import time
 
@@ -14,7 +15,9 @@ import tensorflow as tf
 
 import data_reader
 import ops
+import towers
 from utils import checkpoints, images
+from utils.cluster import worker_seed
 from utils.errors import UserError
 from utils.progress import TrainingProgress
 from utils import evaluation, stages
@@ -44,12 +47,23 @@ def has_gpu():
 
 
 def session_config(conf):
-    """The session's threads and XLA setting from the flags."""
+    """The session's threads, XLA setting and, for towers, devices from the flags."""
     config = tf1.ConfigProto(intra_op_parallelism_threads=conf.intra_op_threads,
                              inter_op_parallelism_threads=conf.inter_op_threads)
     if conf.xla:
         config.graph_options.optimizer_options.global_jit_level = tf1.OptimizerOptions.ON_1
+    if conf.num_gpus > 1:
+        # towers on logical CPUs when there are too few GPUs; ops without a GPU kernel
+        # go to the CPU
+        config.device_count['CPU'] = conf.num_gpus
+        config.allow_soft_placement = True
     return config
+
+
+def _device_scope(device):
+    """tf1.device(device), or no scope at all for None (tf1.device(None) would clear
+    an enclosing scope, such as a cluster's device setter)."""
+    return contextlib.nullcontext() if device is None else tf1.device(device)
 
 
 def prior_samples(seed, count, latent_len):
@@ -178,17 +192,24 @@ class MSVAE:
     """Builds the graph for `conf` (a namespace of the flags) in its own tf.Graph
     and session, and trains or samples with it."""
 
-    def __init__(self, conf):
+    def __init__(self, conf, cluster=None):
+        """cluster: None for one process (the model opens its own session), or a
+        distributed.Cluster: the graph is placed by its device setter, its optimizer
+        wrapped for synchronous replicas, and the trainer provides the session."""
         self.conf = conf
+        self.cluster = cluster
         self.graph = tf.Graph()
         with self.graph.as_default():
             tf1.set_random_seed(conf.random_seed)
-            with ops.build_options(fused_batch_norm=conf.fused_batch_norm,
-                                   upsample=conf.upsample, data_format=conf.data_format):
+            with _device_scope(cluster.device_setter if cluster else None), \
+                    ops.build_options(fused_batch_norm=conf.fused_batch_norm,
+                                      upsample=conf.upsample, data_format=conf.data_format):
                 self._build()
-            self.graph.finalize()
+            if cluster is None:  # a MonitoredSession adds its own ops, then finalizes
+                self.graph.finalize()
         self.session_config = session_config(conf)
-        self.sess = tf1.Session(graph=self.graph, config=self.session_config)
+        self.sess = None if cluster else tf1.Session(graph=self.graph,
+                                                     config=self.session_config)
 
     # ------------------------------------------------------------ graph
 
@@ -202,15 +223,24 @@ class MSVAE:
         self.sizes = stages.stage_sizes(conf.height, conf.width, conf.num_stages,
                                         conf.coarse_scale)
         self.refine_weights = stages.refine_weights(conf.refine_weights, conf.num_stages)
-        # the input at each stage's size: what that stage's loss compares with
-        self.targets = [resize(self.images, size, tf.image.ResizeMethod.AREA)
-                        for size in self.sizes]
-        self.stage_outputs = self._reconstruct(self.images, self.training)
-        self.sample_outputs = self._stages(self.prior_z, training=False)
-        self.metrics = self._losses()
-        self.train_op = self._optimizer(self.metrics['total'])
+        with _device_scope(self._first_tower_device()):
+            # the input at each stage's size: what that stage's loss compares with
+            self.targets = self._targets(self.images)
+            self.z_mean, self.z_std = self._encode(self.targets[0], self.training)
+            epsilon = self._noise(tf.shape(self.z_mean))
+            self.stage_outputs = self._stages(self.z_mean + self.z_std * epsilon, self.training)
+            self.sample_outputs = self._stages(self.prior_z, training=False)
+            self.per_image = self._per_image(self.targets, self.stage_outputs)
+            self.metrics = self._batch_means(self.per_image)
+        if conf.num_gpus > 1:
+            self.train_metrics, updates = self._build_towers()
+        else:
+            self.train_metrics = self.metrics
+            updates = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
+        self.train_op = self._optimizer(self.train_metrics['total'], updates)
         self.train_summary = tf1.summary.merge(
-            [tf1.summary.scalar(f'train/{name}', value) for name, value in self.metrics.items()])
+            [tf1.summary.scalar(f'train/{name}', value)
+             for name, value in self.train_metrics.items()])
         # checkpoints.prune keeps the newest (across restarts too), and modeldir is scanned
         # for them, so the Saver neither deletes nor writes a "checkpoint" state file
         self.saver = tf1.train.Saver(tf1.global_variables(), max_to_keep=None)
@@ -220,6 +250,40 @@ class MSVAE:
             [tf.reduce_all(tf.math.is_finite(v)) for v in tf1.global_variables()
              if v.dtype.base_dtype.is_floating])
         self.init_op = tf1.global_variables_initializer()
+
+    def _first_tower_device(self):
+        """With towers, the evaluation and sampling graph runs on the first tower's
+        device (variables on the CPU); otherwise TensorFlow places it."""
+        if self.conf.num_gpus == 1:
+            return None
+        return towers.variables_apart(self._tower_devices()[0])
+
+    def _tower_devices(self):
+        return towers.tower_devices(self.conf.num_gpus,
+                                    len(tf.config.list_physical_devices('GPU')))
+
+    def _build_towers(self):
+        """The training graph as num_gpus towers, each on its slice of the batch with
+        its slice of the noise; returns the metrics averaged over the towers (= the
+        whole batch's) and the batch-norm updates (the first tower's: every tower
+        computes the same, synchronised, statistics)."""
+        count, devices = self.conf.num_gpus, self._tower_devices()
+        slices = tf.split(self.images, count)
+        noise = tf.split(self._noise([tf.shape(self.images)[0], self.conf.latent_len]), count)
+        sync = towers.TowerSync(count)
+        self.graph.switch_to_thread_local()  # each builder thread keeps its own device scope
+
+        def build_tower(index):
+            with tf.name_scope(f'tower{index}'), \
+                    tf1.device(towers.variables_apart(devices[index])):
+                targets = self._targets(slices[index])
+                z_mean, z_std = self._encode(targets[0], True)
+                outputs = self._stages(z_mean + z_std * noise[index], True)
+                return self._batch_means(self._per_image(targets, outputs, z_mean, z_std))
+
+        with ops.build_options(tower_sync=sync):
+            metrics = towers.average(sync.build(build_tower))
+        return metrics, tf1.get_collection(tf1.GraphKeys.UPDATE_OPS, scope='tower0/')
 
     def _stages(self, z, training):
         """z => [stage 1 image, ..., stage N image]; variables shared between calls.
@@ -239,52 +303,76 @@ class MSVAE:
                 outputs.append(refiner(previous, conf, training))
         return outputs
 
-    def _reconstruct(self, x, training):
-        """x => stage outputs, through q(z|x) and z = mean + std·ε.
+    def _targets(self, images):
+        """The input at every stage's size (area-downsampled for a smaller stage)."""
+        return [resize(images, size, tf.image.ResizeMethod.AREA) for size in self.sizes]
 
-        Stage 1 encodes x at its own size (area-downsampled for coarse-to-fine).
-        ε is drawn statelessly from (random_seed, global_step): step s always
-        gets the same noise, so a resumed run repeats an uninterrupted one.
-        """
-        with tf1.variable_scope('stage1/encoder'):
-            self.z_mean, self.z_std = encoder(self.targets[0], self.conf, training)
-        seed = tf.stack([tf.constant(self.conf.random_seed, tf.int64),
-                         tf.convert_to_tensor(self.global_step)])
-        epsilon = tf.random.stateless_normal(tf.shape(self.z_mean), seed=seed)
-        return self._stages(self.z_mean + self.z_std * epsilon, training)
+    def _encode(self, image, training):
+        """q(z|x) at stage 1's size => (mean, std); variables shared between calls."""
+        with tf1.variable_scope('stage1/encoder', reuse=tf1.AUTO_REUSE):
+            return encoder(image, self.conf, training)
 
-    def _losses(self):
-        """Per-image losses and PSNRs (self.per_image), their batch means (returned) and
-        the weighted total (see README). Each stage is compared with the input
-        area-downsampled to its own size."""
+    def _noise(self, shape):
+        """ε ~ N(0, I) drawn statelessly from (random_seed, global_step): step s always
+        gets the same noise, so a resumed run repeats an uninterrupted one. A worker
+        of a cluster other than the first draws its own stream."""
+        stream = worker_seed(self.conf.random_seed, self.conf.task_index)
+        seed = tf.stack([tf.constant(stream, tf.int64), tf.convert_to_tensor(self.global_step)])
+        return tf.random.stateless_normal(shape, seed=seed)
+
+    def _per_image(self, targets, outputs, z_mean=None, z_std=None):
+        """Per-image KL, stage losses and PSNRs (see README "The loss"). Each stage is
+        compared with the input area-downsampled to its own size."""
         conf = self.conf
         distance = ops.l1_distance if conf.refine_loss == 'l1' else ops.l2_distance
+        z_mean = self.z_mean if z_mean is None else z_mean
+        z_std = self.z_std if z_std is None else z_std
         per_image = {
-            'kl': ops.kl_to_standard_normal(self.z_mean, self.z_std),
-            'stage1_loss': ops.gaussian_nll(self.targets[0], self.stage_outputs[0], conf.sigma),
+            'kl': ops.kl_to_standard_normal(z_mean, z_std),
+            'stage1_loss': ops.gaussian_nll(targets[0], outputs[0], conf.sigma),
         }
         for index in range(2, conf.num_stages + 1):
-            per_image[f'stage{index}_loss'] = distance(self.targets[index - 1],
-                                                       self.stage_outputs[index - 1])
-        metrics = {name: tf.reduce_mean(value) for name, value in per_image.items()}
+            per_image[f'stage{index}_loss'] = distance(targets[index - 1], outputs[index - 1])
+        for index, (target, output) in enumerate(zip(targets, outputs), start=1):
+            per_image[f'stage{index}_psnr'] = ops.psnr(target, output)
+        return per_image
+
+    def _batch_means(self, per_image):
+        """The batch means of the per-image values and the weighted total loss."""
+        metrics = {name: tf.reduce_mean(value) for name, value in per_image.items()
+                   if not name.endswith('_psnr')}
         weighted = [metrics['kl'], metrics['stage1_loss']] + [
             weight * metrics[f'stage{index}_loss']
             for index, weight in enumerate(self.refine_weights, start=2)]
         metrics['total'] = tf.add_n(weighted, name='total_loss')
-        for index, (target, output) in enumerate(zip(self.targets, self.stage_outputs), start=1):
-            per_image[f'stage{index}_psnr'] = ops.psnr(target, output)
+        for index in range(1, self.conf.num_stages + 1):
             metrics[f'stage{index}_psnr'] = tf.reduce_mean(per_image[f'stage{index}_psnr'])
-        self.per_image = per_image
         return metrics
 
-    def _optimizer(self, loss):
-        """Adam on all trainable variables; each step also moves the batch-norm averages."""
-        adam = tf1.train.AdamOptimizer(self.conf.learning_rate, beta1=self.conf.beta1)
-        if self.conf.mixed_precision:  # float16 where safe, loss scaled against underflow
-            adam = tf1.mixed_precision.enable_mixed_precision_graph_rewrite(
-                adam, loss_scale='dynamic')
-        with tf.control_dependencies(tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)):
-            return adam.minimize(loss, global_step=self.global_step)
+    def _optimizer(self, loss, updates):
+        """Adam on all trainable variables; each step also runs the batch-norm `updates`.
+
+        With towers the gradient ops sit on their forward ops' devices: each tower
+        back-propagates its own slice, and a variable's gradient is the sum of the
+        towers' parts, i.e. the average of the towers' gradients (the loss is their
+        mean). In a cluster with --sync_replicas, the workers' gradients are averaged
+        before one update (SyncReplicasOptimizer)."""
+        conf = self.conf
+        optimizer = tf1.train.AdamOptimizer(conf.learning_rate, beta1=conf.beta1)
+        if conf.mixed_precision:  # float16 where safe, loss scaled against underflow
+            optimizer = tf1.mixed_precision.enable_mixed_precision_graph_rewrite(
+                optimizer, loss_scale='dynamic')
+        if self.cluster and self.cluster.sync_replicas:
+            self.sync_optimizer = tf1.train.SyncReplicasOptimizer(
+                optimizer, replicas_to_aggregate=self.cluster.num_workers,
+                total_num_replicas=self.cluster.num_workers)
+            # the chief's aggregated update runs without a batch: the batch-norm updates
+            # go with each worker's own step, not into the update's dependencies
+            return tf.group(self.sync_optimizer.minimize(loss, global_step=self.global_step),
+                            *updates)
+        with tf.control_dependencies(updates):
+            return optimizer.minimize(loss, global_step=self.global_step,
+                                      colocate_gradients_with_ops=conf.num_gpus > 1)
 
     # ------------------------------------------------------------ checkpoints
 
@@ -350,7 +438,7 @@ class MSVAE:
 
     def train_step(self, batch, with_summary=False):
         """One Adam step on `batch`; returns the metrics (and the summary when asked)."""
-        fetches = {'train': self.train_op, 'metrics': self.metrics}
+        fetches = {'train': self.train_op, 'metrics': self.train_metrics}
         if with_summary:
             fetches['summary'] = self.train_summary
         result = self.sess.run(fetches, {self.images: batch, self.training: True})

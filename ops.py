@@ -23,6 +23,7 @@ OPTIONS = {
     'fused_batch_norm': False,  # one FusedBatchNormV3 op instead of moments + arithmetic
     'upsample': 'resize',  # resize_conv: 'resize' (nearest + conv) or 'transpose' (conv^T)
     'data_format': 'NHWC',  # layout of the image tensors: NHWC (CPU) or NCHW (GPU)
+    'tower_sync': None,  # towers.TowerSync: batch statistics over all towers' slices
 }
 
 
@@ -171,13 +172,15 @@ def batch_norm(x, training, scope):
                                        initializer=tf1.zeros_initializer())
         moving_var = tf1.get_variable('moving_variance', [count], trainable=False,
                                       initializer=tf1.ones_initializer())
-        if OPTIONS['fused_batch_norm'] and x.shape.rank == 4:
+        syncing = OPTIONS['tower_sync'] is not None
+        if OPTIONS['fused_batch_norm'] and x.shape.rank == 4 and not syncing:
             return _fused_batch_norm(x, training, beta, gamma, moving_mean, moving_var)
         if training is False:
             mean, var = moving_mean, moving_var
         else:
             axes = [0, 2, 3] if nchw() else list(range(x.shape.rank - 1))
-            batch_mean, batch_var = tf.nn.moments(x, axes=axes)
+            batch_mean, batch_var = (_tower_moments(x, axes) if syncing else
+                                     tf.nn.moments(x, axes=axes))
             for variable, value in ((moving_mean, batch_mean), (moving_var, batch_var)):
                 # average ← average − (1 − decay)·(average − batch value)
                 tf1.add_to_collection(tf1.GraphKeys.UPDATE_OPS, variable.assign_sub(
@@ -192,6 +195,20 @@ def batch_norm(x, training, scope):
             mean, var, beta, gamma = (tf.reshape(t, [1, -1, 1, 1])
                                       for t in (mean, var, beta, gamma))
         return tf.nn.batch_normalization(x, mean, var, beta, gamma, BN_EPSILON)
+
+
+def _tower_moments(x, axes):
+    """Mean and (biased) variance over `axes` of the whole batch that the towers
+    share, from their partial sums: the mean first, then the squared deviations
+    from it (two passes, as tf.nn.moments, for the same rounding)."""
+    sync = OPTIONS['tower_sync']
+    count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), x.dtype)
+    total, count = sync.all_sum([tf.reduce_sum(x, axes), count])
+    mean = total / count
+    # the variance's gradient through the mean is zero: stopped, as tf.nn.moments does
+    centre = tf.stop_gradient(tf.reshape(mean, [-1, 1, 1]) if nchw() else mean)
+    squares, = sync.all_sum([tf.reduce_sum(tf.square(x - centre), axes)])
+    return mean, squares / count
 
 
 def _fused_batch_norm(x, training, beta, gamma, moving_mean, moving_var):

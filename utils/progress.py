@@ -52,7 +52,8 @@ class TrainingProgress:
         rate = self.images_per_second()
         values = {name: float(metrics[name]) for name in self.metric_names}
         speed = '- img/s' if rate is None else f'{rate:.0f} img/s'
-        self.bar.update(step, speed=speed, **values)
+        # asynchronous workers of a cluster may carry the global step past the end
+        self.bar.update(min(step, self.end), speed=speed, **values)
 
     def pause(self):
         """Forgets the step times so far: work that is not training (validation,
