@@ -219,11 +219,11 @@ class MSVAE:
         self.images = tf1.placeholder(tf.float32, shape, name='images')
         self.training = tf1.placeholder_with_default(False, [], name='training')
         self.prior_z = tf1.placeholder(tf.float32, [None, conf.latent_len], name='prior_z')
-        self.global_step = tf1.train.get_or_create_global_step()
         self.sizes = stages.stage_sizes(conf.height, conf.width, conf.num_stages,
                                         conf.coarse_scale)
         self.refine_weights = stages.refine_weights(conf.refine_weights, conf.num_stages)
         with _device_scope(self._first_tower_device()):
+            self.global_step = tf1.train.get_or_create_global_step()
             # the input at each stage's size: what that stage's loss compares with
             self.targets = self._targets(self.images)
             self.z_mean, self.z_std = self._encode(self.targets[0], self.training)
@@ -237,7 +237,8 @@ class MSVAE:
         else:
             self.train_metrics = self.metrics
             updates = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
-        self.train_op = self._optimizer(self.train_metrics['total'], updates)
+        with _device_scope(self._first_tower_device()):  # Adam's own variables on the CPU
+            self.train_op = self._optimizer(self.train_metrics['total'], updates)
         self.train_summary = tf1.summary.merge(
             [tf1.summary.scalar(f'train/{name}', value)
              for name, value in self.train_metrics.items()])

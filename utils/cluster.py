@@ -45,7 +45,7 @@ def plan_from(conf, environ=None):
     if conf.job_name or conf.ps_hosts or conf.worker_hosts:
         plan = Plan(list(conf.ps_hosts), list(conf.worker_hosts), conf.job_name,
                     conf.task_index)
-        source = 'the flags'
+        source = 'the cluster flags'
     elif environ.get('TF_CONFIG'):
         plan, source = plan_from_tf_config(environ['TF_CONFIG']), 'TF_CONFIG'
     else:
