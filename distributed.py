@@ -161,7 +161,11 @@ class WorkerTraining:
         """The chief's init_fn: after the variables are initialised, loads the
         checkpoint to resume from when modeldir has one."""
         self.model.sess = session
-        self.model.restore(self.conf.reload_step)
+        step = self.model.restore(self.conf.reload_step)
+        print(f'chief: initialised the variables, then restored checkpoint step {step} of '
+              f'{self.conf.modeldir}' if step is not None else
+              f'chief: initialised the variables ({self.conf.modeldir} has no checkpoint)',
+              flush=True)
 
     def _wait_for_chief(self, server):
         """Returns once the chief has initialised (or restored) the variables: polled

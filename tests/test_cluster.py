@@ -107,6 +107,12 @@ def train_losses(logdir):
     return sorted(values)
 
 
+def saved_steps(run):
+    """The steps of the checkpoints in the run's modeldir, ascending."""
+    return sorted(int(path.rsplit('-', 1)[1].split('.')[0])
+                  for path in glob.glob(str(run.root / 'model' / 'msvae-*.index')))
+
+
 def assert_all_exited_cleanly(run):
     statuses = run.wait_all()
     for (job, index, attempt), status in statuses.items():
@@ -125,8 +131,7 @@ def test_asynchronous_workers_train_together_and_everyone_exits(local_cluster):
     losses = train_losses(run.root / 'log')
     assert len(losses) >= 4
     assert losses[-1][1] < 0.8 * losses[0][1]
-    saved = sorted(int(path.rsplit('-', 1)[1].split('.')[0])
-                   for path in glob.glob(str(run.root / 'model' / 'msvae-*.index')))
+    saved = saved_steps(run)
     assert saved and saved[-1] >= 30
 
 
@@ -142,24 +147,39 @@ def test_synchronous_updates_average_one_gradient_per_worker(local_cluster):
     assert os.path.exists(run.root / 'model' / 'msvae-20.index')
 
 
-def test_a_killed_worker_restarts_and_the_run_completes(local_cluster):
+def wait_for_checkpoint_after(run, step, alive):
+    """Waits until modeldir holds a checkpoint after `step` while process `alive` runs."""
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S
+    while not saved_steps(run) or saved_steps(run)[-1] <= step:
+        assert time.monotonic() < deadline and run.processes[alive].poll() is None
+        time.sleep(0.2)
+    return saved_steps(run)[-1]
+
+
+def kill(run, key):
+    run.processes[key].kill()
+    assert run.processes[key].wait(timeout=30) != 0
+
+
+def test_killed_workers_restart_and_the_run_completes(local_cluster):
     run = local_cluster(max_step=400, save_step=20, summary_step=50)
     start_everyone(run)
-    first_checkpoint = run.root / 'model' / 'msvae-20.index'
-    deadline = time.monotonic() + PROCESS_TIMEOUT_S
-    while not first_checkpoint.exists():  # training is under way
-        assert time.monotonic() < deadline and run.processes[('worker', 1, 0)].poll() is None
-        time.sleep(0.2)
-    run.processes[('worker', 1, 0)].kill()
-    assert run.processes[('worker', 1, 0)].wait(timeout=30) != 0
+    wait_for_checkpoint_after(run, 0, ('worker', 0, 0))  # training is under way
+    kill(run, ('worker', 1, 0))
     run.start('worker', 1, run=1)
+    # the chief, killed in turn, resumes from its last checkpoint
+    last = wait_for_checkpoint_after(run, saved_steps(run)[-1], ('worker', 0, 0))
+    kill(run, ('worker', 0, 0))
+    run.start('worker', 0, run=1)
     statuses = run.wait_all()
-    assert statuses[('worker', 1, 0)] != 0
-    for key in (('ps', 0, 0), ('worker', 0, 0), ('worker', 1, 1)):
+    for key in (('ps', 0, 0), ('worker', 0, 1), ('worker', 1, 1)):
         assert statuses[key] == 0, run.log(*key)[-3000:]
     assert 'workers [0, 1] finished; exiting' in run.log('ps', 0)
+    restored = re.search(r'restored checkpoint step (\d+)', run.log('worker', 0, run=1))
+    assert restored and int(restored.group(1)) >= last
     rejoined_steps, end = run.own_steps(1, run=1)
     assert rejoined_steps > 0 and end >= 400
+    assert run.own_steps(0, run=1)[1] >= 400
 
 
 def plan_conf(**flags):
