@@ -255,7 +255,7 @@ class WorkerTraining:
             self.local_steps += 1
             step = model.step()
             if not np.isfinite(result['metrics']['total']):
-                raise UserError(model._diverged_message(step, result['metrics']))
+                raise UserError(model.diverged_message(step, result['metrics']))
             progress.update(step, result['metrics'])
             if writer:
                 self._chief_duties(step, writer, result.get('summary'), progress)
@@ -270,7 +270,7 @@ class WorkerTraining:
             progress.pause()
         if self._saves.due(step):
             model.save()
-            model._write_training_samples(step)
+            model.write_training_samples(step)
             progress.pause()
 
     def _finish_as_chief(self, step, stop):
@@ -278,7 +278,7 @@ class WorkerTraining:
         conf, model = self.conf, self.model
         if step not in checkpoints.saved_steps(conf.modeldir, conf.model_name):
             prefix = model.save()
-            model._write_training_samples(step)
+            model.write_training_samples(step)
         else:
             prefix = checkpoints.checkpoint_prefix(conf.modeldir, conf.model_name, step)
         if stop.signum:

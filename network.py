@@ -4,7 +4,9 @@ Stage 1 is a VAE: encoder q(z|x) => z => decoder => coarse image x̂₁.
 Stages 2..num_stages each refine the previous stage's image (a U-Net or a
 residual net), each with its own loss. Prior samples z ~ N(0, I) go through
 the same decoder and refiners (shared weights, batch norm in inference mode).
-See README.md for the loss.
+See README.md for the loss. With --num_gpus > 1 the training graph is built once
+more as towers (towers.py); in a cluster, distributed.py places the graph and
+drives the session.
 """
 import contextlib
 import os
@@ -55,7 +57,8 @@ def session_config(conf):
     if conf.num_gpus > 1:
         # towers on logical CPUs when there are too few GPUs; ops without a GPU kernel
         # go to the CPU
-        config.device_count['CPU'] = conf.num_gpus
+        if len(tf.config.list_physical_devices('GPU')) < conf.num_gpus:
+            config.device_count['CPU'] = conf.num_gpus
         config.allow_soft_placement = True
     return config
 
@@ -198,6 +201,11 @@ class MSVAE:
         wrapped for synchronous replicas, and the trainer provides the session."""
         self.conf = conf
         self.cluster = cluster
+        self.tower_devices = towers.tower_devices(
+            conf.num_gpus, len(tf.config.list_physical_devices('GPU')))
+        if conf.num_gpus > 1 and self.tower_devices[0].startswith('/cpu'):
+            print(f'note: TensorFlow sees fewer than --num_gpus={conf.num_gpus} GPUs: the '
+                  f'towers run on {conf.num_gpus} logical CPU devices (slower than one)')
         self.graph = tf.Graph()
         with self.graph.as_default():
             tf1.set_random_seed(conf.random_seed)
@@ -230,7 +238,8 @@ class MSVAE:
             epsilon = self._noise(tf.shape(self.z_mean))
             self.stage_outputs = self._stages(self.z_mean + self.z_std * epsilon, self.training)
             self.sample_outputs = self._stages(self.prior_z, training=False)
-            self.per_image = self._per_image(self.targets, self.stage_outputs)
+            self.per_image = self._per_image(self.targets, self.stage_outputs, self.z_mean,
+                                             self.z_std)
             self.metrics = self._batch_means(self.per_image)
         if conf.num_gpus > 1:
             self.train_metrics, updates = self._build_towers()
@@ -257,18 +266,14 @@ class MSVAE:
         device (variables on the CPU); otherwise TensorFlow places it."""
         if self.conf.num_gpus == 1:
             return None
-        return towers.variables_apart(self._tower_devices()[0])
-
-    def _tower_devices(self):
-        return towers.tower_devices(self.conf.num_gpus,
-                                    len(tf.config.list_physical_devices('GPU')))
+        return towers.variables_apart(self.tower_devices[0])
 
     def _build_towers(self):
         """The training graph as num_gpus towers, each on its slice of the batch with
         its slice of the noise; returns the metrics averaged over the towers (= the
         whole batch's) and the batch-norm updates (the first tower's: every tower
         computes the same, synchronised, statistics)."""
-        count, devices = self.conf.num_gpus, self._tower_devices()
+        count, devices = self.conf.num_gpus, self.tower_devices
         slices = tf.split(self.images, count)
         noise = tf.split(self._noise([tf.shape(self.images)[0], self.conf.latent_len]), count)
         sync = towers.TowerSync(count)
@@ -321,13 +326,11 @@ class MSVAE:
         seed = tf.stack([tf.constant(stream, tf.int64), tf.convert_to_tensor(self.global_step)])
         return tf.random.stateless_normal(shape, seed=seed)
 
-    def _per_image(self, targets, outputs, z_mean=None, z_std=None):
+    def _per_image(self, targets, outputs, z_mean, z_std):
         """Per-image KL, stage losses and PSNRs (see README "The loss"). Each stage is
         compared with the input area-downsampled to its own size."""
         conf = self.conf
         distance = ops.l1_distance if conf.refine_loss == 'l1' else ops.l2_distance
-        z_mean = self.z_mean if z_mean is None else z_mean
-        z_std = self.z_std if z_std is None else z_std
         per_image = {
             'kl': ops.kl_to_standard_normal(z_mean, z_std),
             'stage1_loss': ops.gaussian_nll(targets[0], outputs[0], conf.sigma),
@@ -411,7 +414,7 @@ class MSVAE:
         conf = self.conf
         step = self.step()
         if not self.sess.run(self.variables_finite):
-            raise UserError(self._diverged_message(step, {}))
+            raise UserError(self.diverged_message(step, {}))
         try:
             self.saver.save(self.sess, checkpoints.partial_prefix(conf.modeldir, conf.model_name,
                                                                  step),
@@ -488,7 +491,7 @@ class MSVAE:
             metrics, summary = self.train_step(reader.next_batch(),
                                                with_summary=step % conf.summary_step == 0)
             if not np.isfinite(metrics['total']):
-                raise UserError(self._diverged_message(step, metrics))
+                raise UserError(self.diverged_message(step, metrics))
             if summary is not None:
                 writer.add_summary(summary, step)
             progress.update(step, metrics)
@@ -497,10 +500,10 @@ class MSVAE:
                 progress.pause()
             if step % conf.save_step == 0 or step == conf.max_step:
                 self.save()
-                self._write_training_samples(step)
+                self.write_training_samples(step)
                 progress.pause()
 
-    def _diverged_message(self, step, metrics):
+    def diverged_message(self, step, metrics):
         """The error for a non-finite loss (metrics) or non-finite weights (no metrics)."""
         conf = self.conf
         kept = checkpoints.saved_steps(conf.modeldir, conf.model_name)
@@ -553,7 +556,7 @@ class MSVAE:
         return self._sample_batch(prior_samples(self.conf.random_seed, count,
                                                 self.conf.latent_len))
 
-    def _write_training_samples(self, step):
+    def write_training_samples(self, step):
         picture = images.stage_grid(self.sample(GRID_IMAGES), per_row=8)
         images.save_png(os.path.join(self.conf.sampledir, 'train', f'step_{step:07d}.png'),
                         picture)
