@@ -32,7 +32,7 @@ def to_network_input(images, quantize=True):
         levels = tf.round(levels)
     if images.shape[-1] == 1:
         levels = tf.tile(levels, [1, 1, 1, 3])
-    resized = tf1.image.resize_bilinear(levels, [INPUT_SIZE, INPUT_SIZE],
+    resized = tf.raw_ops.ResizeBilinear(images=levels, size=[INPUT_SIZE, INPUT_SIZE],
                                         align_corners=False, half_pixel_centers=False)
     return (resized - 128.0) / 128.0
 
