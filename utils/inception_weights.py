@@ -82,7 +82,8 @@ STORAGE_DTYPES = {'FloatStorage': np.float32, 'DoubleStorage': np.float64,
 
 
 def _rebuild_tensor(storage, offset, shape, strides, *_):
-    """torch._utils._rebuild_tensor_v2 in numpy: a view of the flat storage."""
+    """torch._utils._rebuild_tensor_v2 in numpy: the tensor's elements, copied out of
+    the flat storage by offset, shape and strides (in elements)."""
     itemsize = storage.itemsize
     return np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(shape),
                                            strides=tuple(s * itemsize for s in strides)).copy()
@@ -112,7 +113,8 @@ class _TorchScriptUnpickler(pickle.Unpickler):
         kind, storage_type, key, _location, count = pid[:5]
         if kind != 'storage':
             raise pickle.UnpicklingError(f'unexpected persistent id {pid!r}')
-        dtype = STORAGE_DTYPES[storage_type.__name__]
+        # torch writes storages little-endian, whatever the machine
+        dtype = np.dtype(STORAGE_DTYPES[storage_type.__name__]).newbyteorder('<')
         raw = self.archive.read(f'{self.prefix}data/{key}')
         return np.frombuffer(raw, dtype=dtype, count=count)
 
