@@ -7,8 +7,7 @@ images/s, median over timed repeats, for some input sizes and batch sizes.
 Each repeat extracts the features of `batch` random images in one call, after one
 untimed warm-up call per setting. Every input is resized to 299×299 first, so the
 input size barely matters; the network costs 5.71 G multiply-adds (11.4 GFLOP) per
-image. Runs on
-the CPU (tensorflow-cpu); TensorFlow uses a GPU when one is present.
+image. Runs on the CPU (tensorflow-cpu); TensorFlow uses a GPU when one is present.
 """
 import argparse
 import os
