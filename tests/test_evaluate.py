@@ -109,12 +109,14 @@ def test_evaluate_writes_fid_kid_precision_recall_of_the_final_stage(trained):
         entry = saved[kind]
         assert entry['images'] == 24 and entry['fid'] > 0 and entry['kid_std'] >= 0
         assert 0 <= entry['precision'] <= 1 and 0 <= entry['recall'] <= 1
-    # the same numbers from the final stage's reconstructions, computed here
+    # the same numbers from the final stage's reconstructions, computed here batch by
+    # batch as evaluate does (ε is drawn per batch from the seed and the step)
     network = main.import_network_quietly()
     model = network.MSVAE(conf)
     model.restore(10)
-    tests = np.concatenate(list(model.test_batches(24)))
-    outputs = model.reconstruct_batch(tests)['outputs'][-1]
+    batches = list(model.test_batches(24))
+    tests = np.concatenate(batches)
+    outputs = np.concatenate([model.reconstruct_batch(b)['outputs'][-1] for b in batches])
     model.close()
     with inception.InceptionFeatures(1) as features:
         real, fake = features(tests), features(outputs)
