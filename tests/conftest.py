@@ -12,6 +12,21 @@ import main  # noqa: E402
 from helpers import blob_images  # noqa: E402
 from utils.hdf5_writer import write_images  # noqa: E402
 
+
+@pytest.fixture(scope='session', autouse=True)
+def fid_cache(tmp_path_factory):
+    """Converted Inception weights and reference features go to a folder of this test
+    session (also for the commands the tests start), not to the user's cache."""
+    folder = tmp_path_factory.mktemp('msvae_cache')
+    before = os.environ.get('MSVAE_CACHE_DIR')
+    os.environ['MSVAE_CACHE_DIR'] = str(folder)
+    yield folder
+    if before is None:
+        del os.environ['MSVAE_CACHE_DIR']
+    else:
+        os.environ['MSVAE_CACHE_DIR'] = before
+
+
 TINY = dict(height=16, width=16, channel=1, network_depth=2, start_channel_num=4,
             latent_len=4, batch=8, max_step=10, save_step=5, test_step=5, summary_step=5,
             valid_images=16, num_samples=6, train_data='train.h5', valid_data='valid.h5',

@@ -44,7 +44,17 @@ def blocker(root):
     (root / 'blocker').write_text('a file, not a folder')
 
 
-# id: (setup(root) or None, extra flags, expected part of the message)
+def fake_weights(root):
+    """A file in place of the Inception weights whose bytes are not theirs."""
+    (root / 'blocker').mkdir()
+    (root / 'blocker' / 'default_1.pt').write_bytes(b'not the weights' * 100)
+
+
+# evaluate the training split, with an empty Inception cache of the test's own
+FID_EVALUATE = {'action': 'evaluate', 'test_data': 'train.h5',
+                'fid_cache_dir': 'BLOCKER/cache'}
+
+# id: (setup(root) or None, or a tuple of them, extra flags, expected part of the message)
 CASES = {
     'missing_file': (None, {'train_data': 'missing.h5'}, 'missing.h5 not found'),
     'not_hdf5': (train_file(garbage), {}, 'is not a readable HDF5 file'),
@@ -130,6 +140,13 @@ CASES = {
                                          'ps_hosts': '127.0.0.1:2222',
                                          'worker_hosts': '127.0.0.1:2223'},
                              '--action=predict runs in one process'),
+    'fid_weights_missing': ('trained', dict(FID_EVALUATE, inception_weights='BLOCKER/none.pt'),
+                            'the FID Inception weights are missing'),
+    'fid_weights_wrong_checksum': (('trained', fake_weights),
+                                   dict(FID_EVALUATE, inception_weights='BLOCKER/default_1.pt'),
+                                   'not the FID Inception weights'),
+    'fid_too_few_images': ('trained', dict(FID_EVALUATE, eval_samples=3),
+                           'need at least 4 images per set'),
 }
 
 
@@ -159,21 +176,28 @@ def snapshot(root):
     return found
 
 
+def prepare(setup, root, trained_model):
+    """Runs one setup of a case: a copy of the trained model (whole, without flags.json
+    or without checkpoints), or setup(root)."""
+    if setup in ('trained', 'trained_no_flags', 'flags_only'):
+        shutil.copytree(trained_model, root / 'model')
+        if setup == 'trained_no_flags':
+            os.remove(root / 'model' / 'flags.json')
+        if setup == 'flags_only':
+            for path in (root / 'model').glob('msvae-*'):
+                path.unlink()
+    elif setup is not None:
+        setup(root)
+
+
 @pytest.mark.parametrize('case', sorted(CASES))
 def test_bad_input_gives_one_line_and_changes_nothing(case, tmp_path, trained_model):
     if case == 'mixed_precision_without_gpu' and tf.config.list_physical_devices('GPU'):
         pytest.skip('this machine has a GPU')
-    setup, extra, expected = CASES[case]
+    setups, extra, expected = CASES[case]
     write_images(str(tmp_path / 'data' / 'train.h5'), blob_images(96, seed=1))
-    if setup in ('trained', 'trained_no_flags', 'flags_only'):
-        shutil.copytree(trained_model, tmp_path / 'model')
-        if setup == 'trained_no_flags':
-            os.remove(tmp_path / 'model' / 'flags.json')
-        if setup == 'flags_only':
-            for path in (tmp_path / 'model').glob('msvae-*'):
-                path.unlink()
-    elif setup is not None:
-        setup(tmp_path)
+    for setup in setups if isinstance(setups, tuple) else (setups,):
+        prepare(setup, tmp_path, trained_model)
     values = dict(TINY, data_dir=tmp_path / 'data', modeldir=tmp_path / 'model',
                   logdir=tmp_path / 'log', sampledir=tmp_path / 'samples', valid_data='')
     values.update({k: str(v).replace('BLOCKER', str(tmp_path / 'blocker'))

@@ -10,7 +10,7 @@ from scipy import stats
 
 import main
 from helpers import blob_images
-from utils import checkpoints, compare, evaluation, metrics
+from utils import checkpoints, compare, evaluation, fid, inception, metrics
 from utils.hdf5_writer import write_images
 
 FINITE_KEYS = ('psnr', 'ssim', 'ms_ssim')
@@ -101,9 +101,38 @@ def test_evaluate_json_matches_the_graph_metrics(trained):
     assert saved['negative_elbo_bits_per_dim'] == pytest.approx(lower, rel=0.02)
 
 
+def test_evaluate_writes_fid_kid_precision_recall_of_the_final_stage(trained):
+    conf = trained(num_stages=2)
+    saved = main.run(as_action(conf, 'evaluate', eval_samples=24))['inception']
+    assert saved['reference_images'] == 24
+    for kind in ('reconstructions', 'samples'):
+        entry = saved[kind]
+        assert entry['images'] == 24 and entry['fid'] > 0 and entry['kid_std'] >= 0
+        assert 0 <= entry['precision'] <= 1 and 0 <= entry['recall'] <= 1
+    # the same numbers from the final stage's reconstructions, computed here batch by
+    # batch as evaluate does (ε is drawn per batch from the seed and the step)
+    network = main.import_network_quietly()
+    model = network.MSVAE(conf)
+    model.restore(10)
+    batches = list(model.test_batches(24))
+    tests = np.concatenate(batches)
+    outputs = np.concatenate([model.reconstruct_batch(b)['outputs'][-1] for b in batches])
+    model.close()
+    with inception.InceptionFeatures(1) as features:
+        real, fake = features(tests), features(outputs)
+    assert saved['reconstructions']['fid'] == pytest.approx(fid.fid(real, fake), rel=1e-4)
+    assert saved['reconstructions']['kid'] == pytest.approx(fid.kid(real, fake)[0], rel=1e-4)
+    precision, recall = fid.precision_recall(real, fake)
+    assert (saved['reconstructions']['precision'], saved['reconstructions']['recall']) == \
+        pytest.approx((precision, recall))
+    # --noeval_fid: the rest of the evaluation without the Inception network
+    assert 'inception' not in main.run(as_action(conf, 'evaluate', eval_samples=24,
+                                                 eval_fid=False))
+
+
 def test_evaluate_coarse_to_fine_sizes(trained):
     conf = trained(num_stages=2, coarse_scale=1)
-    result = main.run(as_action(conf, 'evaluate', eval_samples=16))
+    result = main.run(as_action(conf, 'evaluate', eval_samples=16, eval_fid=False))
     assert [entry['size'] for entry in result['stages']] == [[8, 8], [16, 16]]
     assert 'negative_elbo_bits_per_dim' not in result  # stage 1 sees averaged pixels
     assert 'ssim' not in result['stages'][0]  # 8x8 is smaller than one SSIM window
@@ -116,8 +145,9 @@ def test_evaluate_coarse_to_fine_sizes(trained):
 
 
 def test_compare_writes_figure_and_table(trained, tmp_path):
-    vae = trained(num_stages=1, decoder='plain', modeldir=str(tmp_path / 'vae'))
-    msvae = trained(num_stages=2, modeldir=str(tmp_path / 'msvae'))
+    vae = trained(num_stages=1, decoder='plain', modeldir=str(tmp_path / 'vae'),
+                  eval_samples=24)
+    msvae = trained(num_stages=2, modeldir=str(tmp_path / 'msvae'), eval_samples=24)
     out = tmp_path / 'out'
     status = compare.run([vae.modeldir, msvae.modeldir, '--labels=VAE,MSVAE', f'--out={out}',
                           '--num_images=5', '--name=side'])
@@ -132,12 +162,15 @@ def test_compare_writes_figure_and_table(trained, tmp_path):
     assert pixels[:, :compare.LABEL_WIDTH].min() < 100  # the labels are drawn
     table = (out / 'side.md').read_text()
     rows = [line.split(' | ')[0] for line in table.splitlines() if line.startswith('| ')]
-    assert rows.count('| VAE') == 3  # reconstructions, samples and control tables
+    # reconstructions, samples, FID and control tables
+    assert rows.count('| VAE') == 4
     assert rows.count('| MSVAE (stage 1)') == 2 and rows.count('| MSVAE (stage 2)') == 2
-    assert rows.count('| MSVAE') == 1 and sum(r.startswith('| VAE + noise') for r in rows) == 1
+    assert rows.count('| MSVAE') == 2 and sum(r.startswith('| VAE + noise') for r in rows) == 1
     with open(checkpoints.evaluation_path(msvae.modeldir, 10)) as handle:
-        psnr = json.load(handle)['stages'][1]['psnr']
+        saved = json.load(handle)
+    psnr = saved['stages'][1]['psnr']
     assert f'| MSVAE (stage 2) | 10 |' in table and f'{psnr:.4f}' in table
+    assert f'| MSVAE | {saved["inception"]["samples"]["fid"]:.2f} |' in table
 
 
 def test_compare_refuses_a_folder_without_a_model(tmp_path, capsys):

@@ -111,6 +111,30 @@ def markdown(results, labels):
             cells = [stage_label(label, entry['stage'], len(result['stages']))]
             cells += [f'{entry["samples"][name + "_ratio"]:.3f}' for name in SHARPNESS_NAMES]
             lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n' + inception_markdown(results, labels)
+
+
+def inception_markdown(results, labels):
+    """The table of FID, KID, precision and recall of each model's final stage (empty
+    when no result holds them: evaluated with --noeval_fid)."""
+    measured = [(result, label) for result, label in zip(results, labels)
+                if 'inception' in result]
+    if not measured:
+        return ''
+    entry = measured[0][0]['inception']
+    lines = ['', f'Final stage against {entry["reference_images"]} test images, Inception '
+             f'features ({entry["network"]}); FID depends on the number of images: compare '
+             f'only at equal counts.', '',
+             '| final stage of | samples FID | KID | precision | recall '
+             '| reconstructions FID | KID | precision | recall |',
+             '|---|---|---|---|---|---|---|---|---|']
+    for result, label in measured:
+        cells = [label]
+        for kind in ('samples', 'reconstructions'):
+            s = result['inception'][kind]
+            cells += [f'{s["fid"]:.2f}', f'{s["kid"]:.4f} ± {s["kid_std"]:.4f}',
+                      f'{s["precision"]:.3f}', f'{s["recall"]:.3f}']
+        lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
 

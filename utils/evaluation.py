@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from utils import metrics
+from utils import feature_metrics, metrics
 from utils.progress import CountProgress
 
 SHARPNESS = ('laplacian_variance', 'gradient_energy', 'high_frequency_ratio')
@@ -83,22 +83,30 @@ def _add_reconstructions(means, result, sigma, full_size):
         _add_sharpness(means, f'{stage}/real', target)
 
 
-def measure(reconstruct, sample, test_batches, prior_batches, conf, counts):
+def measure(reconstruct, sample, test_batches, prior_batches, conf, counts, features=None):
     """Runs the model over both sets and returns the Means of every value.
 
     counts: (test images, prior samples), for the progress bars.
+    features: None, or a feature_metrics.InceptionMetrics that gets each batch's
+    final-stage reconstructions and samples (for FID, KID, precision and recall).
     """
     means = Means()
     full_size = (conf.height, conf.width)
     progress = CountProgress(counts[0], 'test images')
     for batch in test_batches:
-        _add_reconstructions(means, reconstruct(batch), conf.sigma, full_size)
+        result = reconstruct(batch)
+        _add_reconstructions(means, result, conf.sigma, full_size)
+        if features is not None:
+            features.add('reconstructions', result['outputs'][-1])
         progress.add(len(batch))
     progress.finish()
     progress = CountProgress(counts[1], 'prior samples')
     for z in prior_batches:
-        for stage, output in enumerate(sample(z), start=1):
+        outputs = sample(z)
+        for stage, output in enumerate(outputs, start=1):
             _add_sharpness(means, f'{stage}/samples', output)
+        if features is not None:
+            features.add('samples', outputs[-1])
         progress.add(len(z))
     progress.finish()
     return means
@@ -154,7 +162,10 @@ def report(result):
     head = (f'step {result["step"]}: {result["test_images"]} test images, '
             f'{result["prior_samples"]} prior samples; KL {result["kl"]:.3f} nats'
             + (f', negative ELBO {bits:.4f} bits/dim' if bits is not None else ''))
-    return head + '\n' + table(result)
+    lines = [head, table(result)]
+    if 'inception' in result:
+        lines.append(feature_metrics.report(result['inception']))
+    return '\n'.join(lines)
 
 
 def write_json(path, result):
