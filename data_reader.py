@@ -12,7 +12,7 @@ a resumed run reads exactly the batches an uninterrupted run would.
 Memory. Files up to `memory_limit_mb` are read whole once; larger files are
 read batch by batch, image by image in the batch's random order, so memory does
 not grow with the number of images. When the HDF5 chunks hold whole images
-unfiltered (the layout utils.hdf5_writer writes: one CelebA 128x128x3 image per
+unfiltered (the layout utils.data.hdf5_writer writes: one CelebA 128x128x3 image per
 chunk) each image is taken from one direct chunk read; otherwise one sorted HDF5
 selection per batch (several times slower). benchmarks/reader_speed.py measures these against reading contiguous
 blocks (the access pattern a block-shuffling buffer would use). A background
@@ -26,67 +26,10 @@ import threading
 import h5py
 import numpy as np
 
-from utils.errors import UserError
+from utils.data.hdf5_images import (DATASET, DataError, open_images,  # noqa: F401
+                                     sequential_batches, to_float)
 
-DATASET = 'images'
 DEFAULT_MEMORY_LIMIT_MB = 512  # files up to this size are loaded whole
-
-
-class DataError(UserError):
-    """A data file is missing or does not match the flags; the message says how to fix it."""
-
-
-def to_float(images):
-    """uint8 [0, 255] => float32 [-1, 1]."""
-    return images.astype(np.float32) / 127.5 - 1.0
-
-
-def open_images(path, height, width, channel):
-    """Opens `path` and checks its `images` dataset against the flags.
-
-    Returns (h5py.File, dataset). Raises DataError naming the problem and
-    the fix when the file is missing, unreadable, or of the wrong dtype/shape.
-    """
-    if not os.path.isfile(path):
-        raise DataError(f'data file {path} not found: check --data_dir and the '
-                        f'file name flags, or make it with python -m utils.prepare_data')
-    try:
-        handle = h5py.File(path, 'r')
-    except OSError as err:
-        raise DataError(f'{path} is not a readable HDF5 file ({err}); '
-                        f'recreate it with python -m utils.prepare_data') from None
-    try:
-        images = _check_images(handle, path, (height, width, channel))
-    except DataError:
-        handle.close()
-        raise
-    return handle, images
-
-
-def _check_images(handle, path, expected):
-    if DATASET not in handle or not isinstance(handle[DATASET], h5py.Dataset):
-        raise DataError(f'{path} has no dataset "{DATASET}"; recreate it with '
-                        f'python -m utils.prepare_data')
-    images = handle[DATASET]
-    if images.dtype != np.uint8:
-        raise DataError(f'{path}: "{DATASET}" is {images.dtype}, expected uint8 '
-                        f'in [0, 255]; recreate it with python -m utils.prepare_data')
-    if images.ndim != 4:
-        raise DataError(f'{path}: "{DATASET}" has shape {images.shape}, expected '
-                        f'[N, height, width, channel]; recreate it with python -m '
-                        f'utils.prepare_data')
-    if images.shape[0] == 0:
-        raise DataError(f'{path}: "{DATASET}" holds no images; point the data flags at a '
-                        f'split with images, or recreate it with python -m utils.prepare_data')
-    found = tuple(images.shape[1:])
-    if found != tuple(expected):
-        fix = ' '.join(f'--{name}={value}' for name, value, want in
-                       zip(('height', 'width', 'channel'), found, expected)
-                       if value != want)
-        raise DataError(f'{path} holds {found[0]}x{found[1]}x{found[2]} images but '
-                        f'the flags say {expected[0]}x{expected[1]}x{expected[2]}: '
-                        f'set {fix} or use matching data')
-    return images
 
 
 def epoch_permutation(num_images, seed, epoch):
@@ -131,7 +74,7 @@ def read_rows(images, indices):
 
 def whole_image_chunks(images):
     """True when the HDF5 chunks hold whole images and are unfiltered (the layout of
-    utils.hdf5_writer): a chunk's raw bytes are then `chunks[0]` images."""
+    utils.data.hdf5_writer): a chunk's raw bytes are then `chunks[0]` images."""
     return (isinstance(images, h5py.Dataset) and images.chunks is not None
             and images.chunks[1:] == images.shape[1:]
             and images.id.get_create_plist().get_nfilters() == 0)
@@ -186,7 +129,7 @@ class BatchReader:
                 self._put(batch)
         except (OSError, KeyError, ValueError) as err:  # h5py's ways of failing a read
             self._put(DataError(f'reading {self.path} failed ({err}); the file may be '
-                                f'damaged: recreate it with python -m utils.prepare_data'))
+                                f'damaged: recreate it with python -m utils.data.prepare_data'))
         except Exception as err:  # handed to the consumer, which re-raises it
             self._put(err)
 
@@ -216,16 +159,3 @@ class BatchReader:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def sequential_batches(path, height, width, channel, batch, limit=None):
-    """Yields float32 batches of the first `limit` images (all if None), in file order.
-
-    For validation and evaluation, which must see the same images every time.
-    The last batch may be smaller.
-    """
-    handle, images = open_images(path, height, width, channel)
-    with handle:
-        count = images.shape[0] if limit is None else min(limit, images.shape[0])
-        for start in range(0, count, batch):
-            yield to_float(images[start:min(start + batch, count)])

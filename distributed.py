@@ -11,36 +11,28 @@ replication): every process runs main.py with the same --ps_hosts and
   with --sync_replicas through SyncReplicasOptimizer (one update from the mean
   of one gradient per worker, so the global step counts updates, not batches).
 - Worker 0, the chief, initialises the variables (or restores the latest
-  checkpoint) and writes checkpoints, summaries, validation and samples, as
-  the single-process trainer does. The others wait for it, and a worker that
-  is restarted joins the running job where it stands.
+  checkpoint) and writes checkpoints, summaries, validation and samples. The
+  others wait for it, and a worker that is restarted joins the running job
+  where it stands.
+
+This module only sets up the cluster: the graph is runner.Runner's, and every
+worker runs runner.train_loop, the loop of a single process, in its monitored
+session.
 """
-import collections
-import os
 import threading
 import time
 
-import numpy as np
 import tensorflow as tf
 
-import data_reader
-import network
-from utils import checkpoints
-from utils.cluster import worker_seed
-from utils.errors import UserError
-from utils.progress import TrainingProgress
-from utils.signals import StopRequests, TrainingStopped
+import runner as run
+from utils.run.errors import UserError
+from utils.run.signals import StopRequests, TrainingStopped
 
 tf1 = tf.compat.v1
 
 WAIT_FOR_CHIEF_S = 600  # a worker gives up when the chief has not initialised by then
 POLL_S = 1  # how often a waiting worker asks whether the chief has initialised
 STOP_GRACE_S = 10  # seconds the session's threads get to stop at the end
-
-
-class Replicas(collections.namedtuple('Replicas', 'device_setter sync_replicas num_workers')):
-    """What the model graph needs to know of the cluster: where its variables go,
-    and whether the workers' gradients are aggregated (and over how many)."""
 
 
 def server_for(plan):
@@ -92,22 +84,6 @@ def _report_finished(server, plan):
         sess.run(reports)
 
 
-class _Every:
-    """Whether a periodic task is due at a global step that may jump (other workers
-    also advance it): due once each time the step reaches a new multiple."""
-
-    def __init__(self, interval, start):
-        self.interval = interval
-        self.next = (start // interval + 1) * interval
-
-    def due(self, step):
-        """True the first time `step` reaches or passes the next multiple."""
-        if step < self.next:
-            return False
-        self.next = (step // self.interval + 1) * self.interval
-        return True
-
-
 class _QuietCancelledQueueRunners:
     """While active, a queue-runner thread cancelled by the closing session (the sync
     chief's update thread, waiting for gradients that no longer come) ends without
@@ -128,14 +104,14 @@ class _QuietCancelledQueueRunners:
 
 
 class _SessionCapture(tf1.train.SessionRunHook):
-    """Hands the monitored session's raw session to the model, for the chief's saving,
+    """Hands the monitored session's raw session to the runner, for the chief's saving,
     validation and sampling runs (which must not trigger the training hooks)."""
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, runner):
+        self.runner = runner
 
     def after_create_session(self, session, coord):
-        self.model.sess = session
+        self.runner.attach(session)
 
 
 class WorkerTraining:
@@ -145,14 +121,13 @@ class WorkerTraining:
         self.conf = conf
         self.plan = plan
         self.local_steps = 0
-        self.start = 0
-        replica = Replicas(tf1.train.replica_device_setter(
+        replicas = run.Replicas(tf1.train.replica_device_setter(
             cluster=tf1.train.ClusterSpec(plan.as_dict()),
             worker_device=f'/job:worker/task:{plan.task_index}'),
-            conf.sync_replicas, plan.num_workers)
-        self.model = network.MSVAE(conf, replica)
+            conf.sync_replicas, plan.num_workers, plan.task_index)
+        self.runner = run.Runner(conf, replicas)
         if not plan.is_chief:  # what _wait_for_chief polls
-            with self.model.graph.as_default():
+            with self.runner.graph.as_default():
                 # global variables only: a worker's local ones (the sync optimizer's
                 # local step) are its own to initialise
                 self.uninitialized = tf1.report_uninitialized_variables(tf1.global_variables())
@@ -160,8 +135,8 @@ class WorkerTraining:
     def _restore_or_keep_initialised(self, scaffold, session):
         """The chief's init_fn: after the variables are initialised, loads the
         checkpoint to resume from when modeldir has one."""
-        self.model.sess = session
-        step = self.model.restore(self.conf.reload_step)
+        self.runner.attach(session)
+        step = self.runner.restore(self.conf.reload_step)
         print(f'chief: initialised the variables, then restored checkpoint step {step} of '
               f'{self.conf.modeldir}' if step is not None else
               f'chief: initialised the variables ({self.conf.modeldir} has no checkpoint)',
@@ -171,7 +146,7 @@ class WorkerTraining:
         """Returns once the chief has initialised (or restored) the variables: polled
         every POLL_S seconds, where the monitored session would wait 30 s between checks."""
         waited = time.perf_counter()
-        with tf1.Session(server.target, graph=self.model.graph,
+        with tf1.Session(server.target, graph=self.runner.graph,
                          config=session_config(self.plan)) as sess:
             while len(sess.run(self.uninitialized)):
                 if time.perf_counter() - waited > WAIT_FOR_CHIEF_S:
@@ -181,18 +156,18 @@ class WorkerTraining:
                 time.sleep(POLL_S)
 
     def _monitored_session(self, server):
-        model, plan = self.model, self.plan
+        runner, plan = self.runner, self.plan
         hooks = [tf1.train.StopAtStepHook(last_step=self.conf.max_step),
-                 _SessionCapture(model)]
-        if self.conf.sync_replicas:
-            hooks.append(model.sync_optimizer.make_session_run_hook(plan.is_chief))
-        scaffold = tf1.train.Scaffold(init_op=model.init_op, saver=model.saver,
+                 _SessionCapture(runner)]
+        if runner.net.sync_optimizer is not None:
+            hooks.append(runner.net.sync_optimizer.make_session_run_hook(plan.is_chief))
+        scaffold = tf1.train.Scaffold(init_op=runner.init_op, saver=runner.saver,
                                       init_fn=self._restore_or_keep_initialised)
         return tf1.train.MonitoredTrainingSession(
             master=server.target, is_chief=plan.is_chief, scaffold=scaffold, hooks=hooks,
             checkpoint_dir=None, save_checkpoint_secs=None, save_checkpoint_steps=None,
             save_summaries_steps=None, save_summaries_secs=None, log_step_count_steps=0,
-            config=session_config(plan, model.session_config),
+            config=session_config(plan, runner.session_config),
             stop_grace_period_secs=STOP_GRACE_S, max_wait_secs=WAIT_FOR_CHIEF_S)
 
     def train(self):
@@ -206,7 +181,7 @@ class WorkerTraining:
               flush=True)
         if not plan.is_chief:
             self._wait_for_chief(server)
-        with self.model.graph.as_default(), _QuietCancelledQueueRunners(), \
+        with self.runner.graph.as_default(), _QuietCancelledQueueRunners(), \
                 self._monitored_session(server) as sess, StopRequests() as stop:
             step = self._train_in(sess, stop)
         print(f'{role} {plan.task_index}: ran {self.local_steps} training steps of its own; '
@@ -217,75 +192,26 @@ class WorkerTraining:
         return step
 
     def _train_in(self, sess, stop):
-        conf, model = self.conf, self.model
-        self.start = step = model.step()
-        if step >= conf.max_step:
-            print(f'the global step is already {step} >= --max_step={conf.max_step}')
-            return step
-        images_per_step = conf.batch * (self.plan.num_workers if conf.sync_replicas else 1)
-        progress = TrainingProgress(step, conf.max_step, images_per_step)
-        writer = tf1.summary.FileWriter(conf.logdir) if self.plan.is_chief else None
-        reader = data_reader.BatchReader(
-            os.path.join(conf.data_dir, conf.train_data), conf.height, conf.width,
-            conf.channel, conf.batch, worker_seed(conf.random_seed, self.plan.task_index),
-            start_step=step // self.plan.num_workers, memory_limit_mb=conf.reader_memory_mb)
-        try:
-            step = self._loop(sess, reader, progress, writer, stop)
-        finally:
-            progress.finish()
-            reader.close()
-            if writer:
-                writer.close()
-        if self.plan.is_chief:
-            self._finish_as_chief(step, stop)
+        """runner.train_loop in the monitored session, as this worker's Role."""
+        conf, plan = self.conf, self.plan
+        start = self.runner.step()
+        if start >= conf.max_step:
+            print(f'the global step is already {start} >= --max_step={conf.max_step}')
+            return start
+        role = run.Role(is_chief=plan.is_chief, task_index=plan.task_index,
+                        num_workers=plan.num_workers,
+                        images_per_step=conf.batch * (plan.num_workers if conf.sync_replicas
+                                                      else 1),
+                        shared_step=True)
+        step, self.local_steps, prefix = run.train_loop(self.runner, role, start, sess, stop,
+                                                        should_stop=sess.should_stop)
+        if plan.is_chief:
+            if stop.signum:
+                print(f'stopped by {stop.name} at step {step}: saved {prefix}; run the same '
+                      f'command to resume')
+            else:
+                print(f'reached step {step}: last checkpoint {prefix}')
         return step
-
-    def _loop(self, sess, reader, progress, writer, stop):
-        conf, model = self.conf, self.model
-        step = self.start
-        summaries = _Every(conf.summary_step, step)
-        self._saves = _Every(conf.save_step, step)
-        self._validations = _Every(conf.test_step, step)
-        fetches = {'train': model.train_op, 'metrics': model.train_metrics}
-        while not sess.should_stop() and not stop.signum:
-            wanted = dict(fetches)
-            if writer and summaries.due(step + 1):
-                wanted['summary'] = model.train_summary
-            result = sess.run(wanted, {model.images: reader.next_batch(), model.training: True})
-            self.local_steps += 1
-            step = model.step()
-            if not np.isfinite(result['metrics']['total']):
-                raise UserError(model.diverged_message(step, result['metrics']))
-            progress.update(step, result['metrics'])
-            if writer:
-                self._chief_duties(step, writer, result.get('summary'), progress)
-        return step
-
-    def _chief_duties(self, step, writer, summary, progress):
-        conf, model = self.conf, self.model
-        if summary is not None:
-            writer.add_summary(summary, step)
-        if conf.valid_data and self._validations.due(step):
-            model.validate(writer, step)
-            progress.pause()
-        if self._saves.due(step):
-            model.save()
-            model.write_training_samples(step)
-            progress.pause()
-
-    def _finish_as_chief(self, step, stop):
-        """The last checkpoint and samples, unless the loop just wrote them."""
-        conf, model = self.conf, self.model
-        if step not in checkpoints.saved_steps(conf.modeldir, conf.model_name):
-            prefix = model.save()
-            model.write_training_samples(step)
-        else:
-            prefix = checkpoints.checkpoint_prefix(conf.modeldir, conf.model_name, step)
-        if stop.signum:
-            print(f'stopped by {stop.name} at step {step}: saved {prefix}; run the same '
-                  f'command to resume')
-        else:
-            print(f'reached step {step}: last checkpoint {prefix}')
 
 
 def train_worker(conf, plan):

@@ -3,13 +3,17 @@
 Every helper takes a `scope` name and creates its variables inside it, so a
 network built twice under a reusing variable scope shares its weights (the
 prior-sampling path reuses the reconstruction path's decoder this way).
-Tensors are NHWC unless OPTIONS['data_format'] is 'NCHW': then the image
-tensors between the helpers are [b, c, h, w] (channels_axis() says which), and
-the networks convert at their ends (to_layout / from_layout).
+How the ops are built (layout, upsampling, fused batch norm, tower statistics) is
+one frozen BuildOptions passed to the helpers; the module holds no state. Tensors
+are NHWC unless options.data_format is 'NCHW': then the image tensors between the
+helpers are [b, c, h, w] (channels_axis() says which), and the networks convert at
+their ends (to_layout / from_layout).
 """
-import contextlib
+import dataclasses
 
 import tensorflow as tf
+
+from utils.evaluation import metrics
 
 tf1 = tf.compat.v1
 
@@ -17,60 +21,50 @@ LEAK = 0.2  # leaky ReLU slope for negative inputs
 BN_DECAY = 0.99  # moving-average decay of the batch-norm statistics
 BN_EPSILON = 1e-5  # added to the variance before the square root
 
-# How the helpers build their ops (not what they compute): set for one graph with
-# build_options(); the defaults are the graph the project has always built.
-OPTIONS = {
-    'fused_batch_norm': False,  # one FusedBatchNormV3 op instead of moments + arithmetic
-    'upsample': 'resize',  # resize_conv: 'resize' (nearest + conv) or 'transpose' (conv^T)
-    'data_format': 'NHWC',  # layout of the image tensors: NHWC (CPU) or NCHW (GPU)
-    'tower_sync': None,  # towers.TowerSync: batch statistics over all towers' slices
-}
+@dataclasses.dataclass(frozen=True)
+class BuildOptions:
+    """How the helpers build their ops (not what they compute); the defaults are the
+    graph the project has always built. One frozen object per graph, passed to every
+    helper that depends on it."""
+
+    data_format: str = 'NHWC'  # layout of the image tensors: NHWC (CPU) or NCHW (GPU)
+    upsample: str = 'resize'  # resize_conv: 'resize' (nearest + conv) or 'transpose' (conv^T)
+    fused_batch_norm: bool = False  # one FusedBatchNormV3 op instead of moments + arithmetic
+    tower_sync: object = None  # towers.TowerSync: batch statistics over all towers' slices
+
+    @property
+    def nchw(self):
+        """Whether image tensors are [b, c, h, w]."""
+        return self.data_format == 'NCHW'
 
 
-@contextlib.contextmanager
-def build_options(**values):
-    """Sets OPTIONS for the ops built inside the block."""
-    unknown = set(values) - set(OPTIONS)
-    if unknown:
-        raise TypeError(f'unknown build options {sorted(unknown)}')
-    saved = dict(OPTIONS)
-    OPTIONS.update(values)
-    try:
-        yield
-    finally:
-        OPTIONS.clear()
-        OPTIONS.update(saved)
+DEFAULT_OPTIONS = BuildOptions()
 
 
-def nchw():
-    """Whether the helpers build NCHW tensors."""
-    return OPTIONS['data_format'] == 'NCHW'
+def channels_axis(options=DEFAULT_OPTIONS):
+    """The channel axis of image tensors in the options' layout."""
+    return 1 if options.nchw else 3
 
 
-def channels_axis():
-    """The channel axis of image tensors in the current layout."""
-    return 1 if nchw() else 3
+def channels(x, options=DEFAULT_OPTIONS):
+    """The channel count of an image tensor in the options' layout."""
+    return int(x.shape[channels_axis(options)])
 
 
-def channels(x):
-    """The channel count of an image tensor in the current layout."""
-    return int(x.shape[channels_axis()])
+def spatial_size(x, options=DEFAULT_OPTIONS):
+    """(h, w) of an image tensor in the options' layout."""
+    return (int(x.shape[2]), int(x.shape[3])) if options.nchw else (int(x.shape[1]),
+                                                                      int(x.shape[2]))
 
 
-def spatial_size(x):
-    """(h, w) of an image tensor in the current layout."""
-    return (int(x.shape[2]), int(x.shape[3])) if nchw() else (int(x.shape[1]),
-                                                                int(x.shape[2]))
+def to_layout(images, options=DEFAULT_OPTIONS):
+    """NHWC images => the options' layout."""
+    return tf.transpose(images, [0, 3, 1, 2]) if options.nchw else images
 
 
-def to_layout(images):
-    """NHWC images => the current layout."""
-    return tf.transpose(images, [0, 3, 1, 2]) if nchw() else images
-
-
-def from_layout(x):
-    """The current layout => NHWC."""
-    return tf.transpose(x, [0, 2, 3, 1]) if nchw() else x
+def from_layout(x, options=DEFAULT_OPTIONS):
+    """The options' layout => NHWC."""
+    return tf.transpose(x, [0, 2, 3, 1]) if options.nchw else x
 
 
 def he_init():
@@ -84,13 +78,13 @@ def lrelu(x, name='lrelu'):
     return tf.nn.leaky_relu(x, alpha=LEAK, name=name)
 
 
-def conv2d(x, out_channels, scope, kernel=3, stride=1, bias=True):
+def conv2d(x, out_channels, scope, options=DEFAULT_OPTIONS, kernel=3, stride=1, bias=True):
     """k×k convolution, SAME padding: [b, h, w, c] => [b, ceil(h/s), ceil(w/s), out]."""
     with tf1.variable_scope(scope):
         weights = tf1.get_variable(
-            'weights', [kernel, kernel, channels(x), out_channels],
+            'weights', [kernel, kernel, channels(x, options), out_channels],
             initializer=he_init())
-        if nchw():
+        if options.nchw:
             y = tf.nn.conv2d(x, weights, strides=[1, 1, stride, stride], padding='SAME',
                              data_format='NCHW')
         else:
@@ -98,44 +92,44 @@ def conv2d(x, out_channels, scope, kernel=3, stride=1, bias=True):
         if bias:
             biases = tf1.get_variable('biases', [out_channels],
                                       initializer=tf1.zeros_initializer())
-            y = tf.nn.bias_add(y, biases, data_format='NCHW') if nchw() else y + biases
+            y = tf.nn.bias_add(y, biases, data_format='NCHW') if options.nchw else y + biases
         return y
 
 
-def resize_conv(x, out_channels, size, scope, kernel=3):
+def resize_conv(x, out_channels, size, scope, options=DEFAULT_OPTIONS, kernel=3):
     """Upsampling to `size` with a convolution: [b, h, w, c] => [b, size[0], size[1], out].
 
-    OPTIONS['upsample'] == 'resize': nearest-neighbour resize then a k×k conv;
+    options.upsample == 'resize': nearest-neighbour resize then a k×k conv;
     resizing to an explicit size (instead of a fixed ×2) lands exactly on odd
     sizes such as 7 → 14 → 28 or 4 → 7, and avoids the checkerboard artefacts
     of transposed convolutions. 'transpose': one stride-2 k×k transposed conv
     (cheaper: it skips the resized copy), cropped to `size` by its output shape.
     """
-    if OPTIONS['upsample'] == 'transpose':
-        return conv2d_transpose(x, out_channels, size, scope, kernel=kernel)
-    if nchw():
+    if options.upsample == 'transpose':
+        return conv2d_transpose(x, out_channels, size, scope, options, kernel=kernel)
+    if options.nchw:
         x = nearest_resize_nchw(x, size)
     else:
         x = tf.image.resize(x, size, method=tf.image.ResizeMethod.NEAREST_NEIGHBOR)
-    return conv2d(x, out_channels, scope, kernel=kernel, bias=False)
+    return conv2d(x, out_channels, scope, options, kernel=kernel, bias=False)
 
 
 def nearest_resize_nchw(x, size):
     """tf.image.resize's nearest neighbour (half-pixel centres) on [b, c, h, w]: output
     pixel i takes input pixel floor((i + ½)·in/out), gathered along h, then w."""
-    height, width = spatial_size(x)
+    height, width = spatial_size(x, BuildOptions(data_format='NCHW'))
     rows = [int((i + 0.5) * height / size[0]) for i in range(size[0])]
     cols = [int((i + 0.5) * width / size[1]) for i in range(size[1])]
     return tf.gather(tf.gather(x, rows, axis=2), cols, axis=3)
 
 
-def conv2d_transpose(x, out_channels, size, scope, kernel=3):
+def conv2d_transpose(x, out_channels, size, scope, options=DEFAULT_OPTIONS, kernel=3):
     """Stride-2 transposed convolution, SAME padding, no bias:
     [b, h, w, c] => [b, size[0], size[1], out] with ceil(size/2) == (h, w)."""
     with tf1.variable_scope(scope):
-        weights = tf1.get_variable('weights', [kernel, kernel, out_channels, channels(x)],
+        weights = tf1.get_variable('weights', [kernel, kernel, out_channels, channels(x, options)],
                                    initializer=he_init())
-        if nchw():
+        if options.nchw:
             shape = tf.stack([tf.shape(x)[0], out_channels, size[0], size[1]])
             y = tf.nn.conv2d_transpose(x, weights, shape, strides=[1, 1, 2, 2],
                                        padding='SAME', data_format='NCHW')
@@ -155,7 +149,7 @@ def dense(x, units, scope):
         return tf.matmul(x, weights) + biases
 
 
-def batch_norm(x, training, scope):
+def batch_norm(x, training, scope, options=DEFAULT_OPTIONS):
     """Batch norm over all axes but the channels'.
 
     `training` is a Python bool or a scalar bool tensor. When it is true the
@@ -165,21 +159,22 @@ def batch_norm(x, training, scope):
     inference-only path that creates no update ops (prior sampling).
     """
     with tf1.variable_scope(scope):
-        count = channels(x)
+        count = channels(x, options)
         beta = tf1.get_variable('beta', [count], initializer=tf1.zeros_initializer())
         gamma = tf1.get_variable('gamma', [count], initializer=tf1.ones_initializer())
         moving_mean = tf1.get_variable('moving_mean', [count], trainable=False,
                                        initializer=tf1.zeros_initializer())
         moving_var = tf1.get_variable('moving_variance', [count], trainable=False,
                                       initializer=tf1.ones_initializer())
-        syncing = OPTIONS['tower_sync'] is not None
-        if OPTIONS['fused_batch_norm'] and x.shape.rank == 4 and not syncing:
-            return _fused_batch_norm(x, training, beta, gamma, moving_mean, moving_var)
+        syncing = options.tower_sync is not None
+        if options.fused_batch_norm and x.shape.rank == 4 and not syncing:
+            return _fused_batch_norm(x, training, beta, gamma, moving_mean, moving_var,
+                                     options.data_format)
         if training is False:
             mean, var = moving_mean, moving_var
         else:
-            axes = [0, 2, 3] if nchw() else list(range(x.shape.rank - 1))
-            batch_mean, batch_var = (_tower_moments(x, axes) if syncing else
+            axes = [0, 2, 3] if options.nchw else list(range(x.shape.rank - 1))
+            batch_mean, batch_var = (_tower_moments(x, axes, options) if syncing else
                                      tf.nn.moments(x, axes=axes))
             for variable, value in ((moving_mean, batch_mean), (moving_var, batch_var)):
                 # average ← average − (1 − decay)·(average − batch value)
@@ -191,58 +186,59 @@ def batch_norm(x, training, scope):
                 mean, var = tf1.cond(training, lambda: (batch_mean, batch_var),
                                      lambda: (tf.identity(moving_mean),
                                               tf.identity(moving_var)))
-        if nchw():  # per-channel values broadcast over [b, c, h, w]
+        if options.nchw:  # per-channel values broadcast over [b, c, h, w]
             mean, var, beta, gamma = (tf.reshape(t, [1, -1, 1, 1])
                                       for t in (mean, var, beta, gamma))
         return tf.nn.batch_normalization(x, mean, var, beta, gamma, BN_EPSILON)
 
 
-def _tower_moments(x, axes):
+def _tower_moments(x, axes, options):
     """Mean and (biased) variance over `axes` of the whole batch that the towers
     share, from their partial sums: the mean first, then the squared deviations
     from it (two passes, as tf.nn.moments, for the same rounding)."""
-    sync = OPTIONS['tower_sync']
+    sync = options.tower_sync
     count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), x.dtype)
     total, count = sync.all_sum([tf.reduce_sum(x, axes), count])
     mean = total / count
     # the variance's gradient through the mean is zero: stopped, as tf.nn.moments does
-    centre = tf.stop_gradient(tf.reshape(mean, [-1, 1, 1]) if nchw() else mean)
+    centre = tf.stop_gradient(tf.reshape(mean, [-1, 1, 1]) if options.nchw else mean)
     squares, = sync.all_sum([tf.reduce_sum(tf.square(x - centre), axes)])
     return mean, squares / count
 
 
-def _fused_batch_norm(x, training, beta, gamma, moving_mean, moving_var):
+def _fused_batch_norm(x, training, beta, gamma, moving_mean, moving_var, data_format):
     """batch_norm with FusedBatchNormV3 and the same moving averages (they take the
     op's batch variance, which is the unbiased one)."""
     def infer():
         return tf1.nn.fused_batch_norm(x, gamma, beta, mean=moving_mean, variance=moving_var,
                                        epsilon=BN_EPSILON, is_training=False,
-                                       data_format=OPTIONS['data_format'])[0]
+                                       data_format=data_format)[0]
     if training is False:
         return infer()
     # made outside any cond, as in batch_norm, so that the train op can run the updates
     y, batch_mean, batch_var = tf1.nn.fused_batch_norm(x, gamma, beta, epsilon=BN_EPSILON,
                                                        is_training=True,
-                                                       data_format=OPTIONS['data_format'])
+                                                       data_format=data_format)
     for variable, value in ((moving_mean, batch_mean), (moving_var, batch_var)):
         tf1.add_to_collection(tf1.GraphKeys.UPDATE_OPS, variable.assign_sub(
             (1.0 - BN_DECAY) * (variable - value)))
     return y if training is True else tf1.cond(training, lambda: y, infer)
 
 
-def conv_bn_lrelu(x, out_channels, training, scope, stride=1, kernel=3):
+def conv_bn_lrelu(x, out_channels, training, scope, options=DEFAULT_OPTIONS, stride=1,
+                  kernel=3):
     """conv → batch norm → leaky ReLU; the convolution needs no bias before BN."""
     with tf1.variable_scope(scope):
-        y = conv2d(x, out_channels, 'conv', kernel=kernel, stride=stride, bias=False)
-        return lrelu(batch_norm(y, training, 'bn'))
+        y = conv2d(x, out_channels, 'conv', options, kernel=kernel, stride=stride, bias=False)
+        return lrelu(batch_norm(y, training, 'bn', options))
 
 
-def residual_block(x, training, scope):
+def residual_block(x, training, scope, options=DEFAULT_OPTIONS):
     """Two 3×3 conv+BN layers added to the input: [b, h, w, c] => [b, h, w, c]."""
     with tf1.variable_scope(scope):
-        count = channels(x)
-        y = conv_bn_lrelu(x, count, training, 'layer1')
-        y = batch_norm(conv2d(y, count, 'conv2', bias=False), training, 'bn2')
+        count = channels(x, options)
+        y = conv_bn_lrelu(x, count, training, 'layer1', options)
+        y = batch_norm(conv2d(y, count, 'conv2', options, bias=False), training, 'bn2', options)
         return lrelu(x + y)
 
 
@@ -274,9 +270,11 @@ def l1_distance(target, prediction):
 
 
 def psnr(target, prediction):
-    """Peak signal-to-noise ratio in dB of images in [-1, 1] (peak-to-peak 2): => [b]."""
-    mse = tf.reduce_mean(tf.square(target - prediction), axis=[1, 2, 3])
-    return 10.0 * tf.math.log(4.0 / tf.maximum(mse, 1e-10)) / tf.math.log(10.0)
+    """Peak signal-to-noise ratio in dB of images in [-1, 1] (peak-to-peak 2): => [b];
+    metrics.psnr_from_mse on the [0, 1] scale, whose MSE is a quarter of this one."""
+    mse = tf.reduce_mean(tf.square(target - prediction), axis=[1, 2, 3]) / 4.0
+    return metrics.psnr_from_mse(mse, log10=lambda v: tf.math.log(v) / tf.math.log(10.0),
+                                 maximum=tf.maximum)
 
 
 def l2_distance(target, prediction):

@@ -1,4 +1,4 @@
-"""Conversion speed: utils.prepare_data on every core against one process decoding alone.
+"""Conversion speed: utils.data.prepare_data on every core against one process decoding alone.
 
     python benchmarks/make_celeba_like.py --output_dir=/tmp/celeba_like --count=20000
     python benchmarks/convert_speed.py --input_dir=/tmp/celeba_like [--repeats=3]
@@ -22,8 +22,8 @@ from absl import app, flags  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from utils import image_files, prepare_data  # noqa: E402
-from utils.hdf5_writer import ImageFileWriter  # noqa: E402
+from utils.data import image_files, prepare_data  # noqa: E402
+from utils.data.hdf5_writer import ImageFileWriter  # noqa: E402
 
 flags.DEFINE_string('input_dir', '/tmp/celeba_like', 'folder of CelebA-like JPEGs')
 flags.DEFINE_integer('repeats', 3, 'timed runs of each')

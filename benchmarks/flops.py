@@ -14,8 +14,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import main  # noqa: E402  (defines the model flags)
-from utils import stages  # noqa: E402
-from utils.shapes import level_sizes  # noqa: E402
+from utils.run import stages  # noqa: E402
+from utils.run.shapes import level_sizes  # noqa: E402
 
 RESNET_BLOCKS, RESNET_WIDTH = 5, 4  # as network.py
 

@@ -1,4 +1,4 @@
-"""The TensorFlow FID Inception (utils/inception.py) against the TorchScript model it
+"""The TensorFlow FID Inception (utils/evaluation/inception.py) against the TorchScript model it
 was converted from, run by PyTorch on the same inputs; and the reference values the
 tests compare with.
 
@@ -25,7 +25,7 @@ sys.path.insert(0, ROOT)
 
 import tensorflow as tf  # noqa: E402
 
-from utils import inception, inception_weights  # noqa: E402
+from utils.evaluation import inception, inception_weights  # noqa: E402
 
 tf.compat.v1.disable_eager_execution()
 REFERENCE_VALUES = 16  # feature values per image stored for the test

@@ -1,4 +1,4 @@
-"""Feature extraction speed of the FID Inception network (utils/inception.py):
+"""Feature extraction speed of the FID Inception network (utils/evaluation/inception.py):
 images/s, median over timed repeats, for some input sizes and batch sizes.
 
     python benchmarks/inception_speed.py [--batches=25,50,100] [--sizes=28x28x1,128x128x3]
@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tensorflow as tf  # noqa: E402
 
-from utils import inception, inception_weights  # noqa: E402
+from utils.evaluation import inception, inception_weights  # noqa: E402
 
 tf.compat.v1.disable_eager_execution()
 

@@ -23,7 +23,7 @@ from absl import app, flags  # noqa: E402
 import h5py  # noqa: E402
 
 import main  # noqa: E402  (defines the model flags)
-from utils.hdf5_writer import ImageFileWriter  # noqa: E402
+from utils.data.hdf5_writer import ImageFileWriter  # noqa: E402
 
 flags.DEFINE_string('source', '', 'HDF5 file whose images fill the two test files')
 flags.DEFINE_integer('small', 1000, 'images in the small file')

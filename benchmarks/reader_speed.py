@@ -1,6 +1,6 @@
 """Reader speed on a large HDF5 file, against the training step of a flag setting.
 
-    python -m utils.prepare_data --source=celeba --input_dir=/tmp/celeba_like \\
+    python -m utils.data.prepare_data --source=celeba --input_dir=/tmp/celeba_like \\
         --flagfile=configs/celeba128.flags --data_dir=/tmp/celeba_like_h5
     python benchmarks/reader_speed.py --flagfile=configs/celeba128.flags \\
         --data_dir=/tmp/celeba_like_h5 [--seconds=10 --train_steps=3]

@@ -22,8 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 import main  # noqa: E402  (defines the model flags)
-from utils import stages  # noqa: E402
-from utils.shapes import level_sizes  # noqa: E402
+from utils.run import stages  # noqa: E402
+from utils.run.shapes import level_sizes  # noqa: E402
 
 flags.DEFINE_integer('steps', 20, 'timed training steps')
 flags.DEFINE_integer('warmup', 5, 'untimed training steps first')

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 import main  # noqa: E402  (defines the model flags)
-from utils import preflight  # noqa: E402
+from utils.run import preflight  # noqa: E402
 
 flags.DEFINE_integer('windows', 5, 'timed windows per loop')
 flags.DEFINE_integer('window_steps', 20, 'training steps per window')

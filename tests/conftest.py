@@ -10,7 +10,7 @@ sys.path.insert(0, ROOT)
 
 import main  # noqa: E402
 from helpers import blob_images  # noqa: E402
-from utils.hdf5_writer import write_images  # noqa: E402
+from utils.data.hdf5_writer import write_images  # noqa: E402
 
 
 @pytest.fixture(scope='session', autouse=True)

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from utils import checkpoints
+from utils.run import checkpoints
 
 
 def fake_checkpoint(folder, name):

@@ -17,8 +17,8 @@ import data_reader
 import main
 import network
 from conftest import ROOT, TINY
-from utils import cluster
-from utils.errors import UserError
+from utils.run import cluster
+from utils.run.errors import UserError
 
 PROCESS_TIMEOUT_S = 240  # no process of a test may run longer
 STEPS_LINE = re.compile(r'ran (\d+) training steps of its own; global step (\d+)')

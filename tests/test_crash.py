@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT, TINY
-from utils import checkpoints
+from utils.run import checkpoints
 
 
 def main_args(tiny_data, tmp_path, **overrides):

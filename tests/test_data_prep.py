@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import main
-from utils import mnist, preflight
-from utils.hdf5_writer import chunk_rows, write_images
+from utils.data import mnist
+from utils.run import preflight
+from utils.data.hdf5_writer import chunk_rows, write_images
 
 
 @pytest.mark.parametrize('name', ['a.idx', 'a.idx.gz'])
@@ -104,7 +105,7 @@ def test_prepare_data_command_makes_files_and_never_overwrites(tmp_path):
     train = np.random.default_rng(2).integers(0, 256, (40, 4, 4), dtype=np.uint8)
     mnist.write_idx(str(tmp_path / 'train-images-idx3-ubyte'), train)  # raw, not gzipped
     mnist.write_idx(str(tmp_path / 't10k-images-idx3-ubyte.gz'), train[:10])
-    command = [sys.executable, '-m', 'utils.prepare_data', '--source=idx',
+    command = [sys.executable, '-m', 'utils.data.prepare_data', '--source=idx',
                f'--input_dir={tmp_path}', f'--data_dir={tmp_path / "out"}', '--num_valid=15',
                '--height=4', '--width=4']
     done = subprocess.run(command, capture_output=True, text=True, cwd=main.ROOT)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import data_reader
-from utils.hdf5_writer import write_images
+from utils.data.hdf5_writer import write_images
 
 N = 50  # images; the batch of 16 does not divide it, so batches cross epochs
 

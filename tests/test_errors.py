@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from conftest import ROOT, TINY
 from helpers import blob_images
-from utils.hdf5_writer import write_images
+from utils.data.hdf5_writer import write_images
 
 
 def write_h5(path, **datasets):

@@ -10,8 +10,10 @@ from scipy import stats
 
 import main
 from helpers import blob_images
-from utils import checkpoints, compare, evaluation, fid, inception, metrics
-from utils.hdf5_writer import write_images
+import compare
+from utils.evaluation import fid, inception, measure, metrics
+from utils.run import checkpoints
+from utils.data.hdf5_writer import write_images
 
 FINITE_KEYS = ('psnr', 'ssim', 'ms_ssim')
 
@@ -43,7 +45,7 @@ def test_dequantized_nll_against_monte_carlo():
     u = rng.random((20000,) + targets.shape)
     log_density = stats.norm.logpdf(targets + u * step, loc=means, scale=sigma)
     expected = -log_density.sum(axis=(2, 3, 4)).mean(axis=0) - 16 * math.log(step)
-    np.testing.assert_allclose(evaluation.dequantized_nll(targets, means, sigma), expected,
+    np.testing.assert_allclose(measure.dequantized_nll(targets, means, sigma), expected,
                                rtol=1e-3)
 
 
@@ -80,7 +82,7 @@ def test_evaluate_json_matches_the_graph_metrics(trained):
     for entry in saved['stages']:
         assert entry['size'] == [16, 16] and all(key in entry for key in FINITE_KEYS)
         for kind in ('reconstructions', 'samples'):
-            for name in evaluation.SHARPNESS:
+            for name in measure.SHARPNESS:
                 ratio = entry[kind][name] / entry['real'][name]
                 assert entry[kind][f'{name}_ratio'] == pytest.approx(ratio)
     # the same test images through the graph's own TensorFlow metrics

@@ -1,11 +1,11 @@
-"""FID, KID and precision/recall (utils/fid.py) against independent computations."""
+"""FID, KID and precision/recall (utils/evaluation/fid.py) against independent computations."""
 import itertools
 
 import numpy as np
 import pytest
 from scipy import linalg
 
-from utils import fid
+from utils.evaluation import fid
 
 
 def random_covariance(rng, d):

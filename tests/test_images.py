@@ -2,7 +2,7 @@
 import numpy as np
 from PIL import Image
 
-from utils import images
+from utils.run import images
 
 
 def test_to_uint8_maps_the_range_and_clips():

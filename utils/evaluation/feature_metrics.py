@@ -11,10 +11,10 @@ import os
 
 import numpy as np
 
-import data_reader
-from utils import fid, inception_weights
-from utils.errors import UserError
-from utils.progress import CountProgress
+from utils.data import hdf5_images
+from utils.evaluation import fid, inception_weights
+from utils.run.errors import UserError
+from utils.run.progress import CountProgress
 
 KINDS = ('reconstructions', 'samples')
 MIN_IMAGES = fid.PR_NEIGHBOURS + 1  # a k-th neighbour needs k other images
@@ -84,7 +84,7 @@ def reference_features(extractor, conf, count, weights_checksum):
     if cached is not None:
         print(f'reference features of {count} images of {path}: reused {cache_path}')
         return cached
-    batches = data_reader.sequential_batches(path, conf.height, conf.width, conf.channel,
+    batches = hdf5_images.sequential_batches(path, conf.height, conf.width, conf.channel,
                                              conf.batch, limit=count)
     features = extract(extractor, batches, count, 'reference features')
     arrays = {'features': features, 'radii': fid.knn_radii(features)}
@@ -128,7 +128,7 @@ class InceptionMetrics:
             conf.inception_weights or None,
             os.path.join(folder, inception_weights.CACHE_NAME))
         if extractor is None:
-            from utils import inception  # TensorFlow: loaded only when it is needed
+            from utils.evaluation import inception  # TensorFlow: loaded only when it is needed
             extractor = inception.InceptionFeatures(conf.channel, arrays)
         self.extractor = extractor
         self.reference_path = os.path.join(conf.data_dir, conf.test_data)

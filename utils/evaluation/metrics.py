@@ -233,9 +233,15 @@ def _map_gray(fn, images):
 
 # ---- PSNR and SSIM ------------------------------------------------------
 
+def psnr_from_mse(mse, log10=np.log10, maximum=np.maximum):
+    """PSNR in dB of images on the [0, 1] scale from their MSE: 10·log10(1 / MSE), the
+    MSE floored at MSE_FLOOR. The one PSNR formula of the project: the graph passes
+    TensorFlow's log10 and maximum (ops.psnr), the metrics here numpy's."""
+    return 10.0 * log10(1.0 / maximum(mse, MSE_FLOOR))
+
+
 def _psnr(x, y):
-    mse = np.mean((x - y) ** 2, axis=(1, 2, 3))
-    return 10.0 * np.log10(1.0 / np.maximum(mse, MSE_FLOOR))
+    return psnr_from_mse(np.mean((x - y) ** 2, axis=(1, 2, 3)))
 
 
 def _gaussian_1d(size=WINDOW_SIZE, sigma=WINDOW_SIGMA):

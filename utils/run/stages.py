@@ -2,7 +2,7 @@
 (no TensorFlow needed, so flags can be checked before it loads)."""
 import math
 
-from utils.shapes import level_sizes
+from utils.run.shapes import level_sizes
 
 
 def stage_sizes(height, width, num_stages, coarse_scale):

@@ -11,7 +11,7 @@ import collections
 import json
 import os
 
-from utils.errors import UserError
+from utils.run.errors import UserError
 
 JOBS = ('ps', 'worker')
 

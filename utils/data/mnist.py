@@ -10,11 +10,11 @@ import os
 
 import numpy as np
 
-from utils.errors import UserError
-from utils.hdf5_writer import write_images
+from utils.run.errors import UserError
+from utils.data.hdf5_writer import write_images
 
-IDX_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                       'data', 'mnist')
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+IDX_DIR = os.path.join(ROOT, 'data', 'mnist')  # the bundled MNIST IDX files
 TRAIN_IMAGES = 'train-images-idx3-ubyte.gz'
 TEST_IMAGES = 't10k-images-idx3-ubyte.gz'
 NUM_VALID = 5000  # taken from the end of the IDX training set

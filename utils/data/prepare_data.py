@@ -1,10 +1,10 @@
 """Makes the HDF5 files main.py reads, from CelebA, any image folder, or IDX files.
 
-    python -m utils.prepare_data --source=celeba --input_dir=img_align_celeba \\
+    python -m utils.data.prepare_data --source=celeba --input_dir=img_align_celeba \\
         [--partition_file=list_eval_partition.txt] --flagfile=configs/celeba128.flags
-    python -m utils.prepare_data --source=folder --input_dir=DIR --valid_ratio=0.05 \\
+    python -m utils.data.prepare_data --source=folder --input_dir=DIR --valid_ratio=0.05 \\
         --test_ratio=0.05 --data_dir=D --train_data=... --height=64 --width=64 --channel=3
-    python -m utils.prepare_data --source=idx --input_dir=data/mnist
+    python -m utils.data.prepare_data --source=idx --input_dir=data/mnist
 
 It takes main.py's flags (data_dir, train_data, valid_data, test_data, height,
 width, channel, random_seed, ...), so one --flagfile serves both.
@@ -37,9 +37,9 @@ import progressbar
 from absl import app, flags
 from PIL import Image
 
-from utils import image_files, mnist
-from utils.errors import UserError
-from utils.hdf5_writer import MAX_ATTRIBUTE_NAMES, ImageFileWriter
+from utils.data import data_flags, image_files, mnist
+from utils.run.errors import UserError
+from utils.data.hdf5_writer import MAX_ATTRIBUTE_NAMES, ImageFileWriter
 
 SPLITS = ('train', 'valid', 'test')
 CELEBA_SPLIT = (162770, 19867, 19962)  # the official train / valid / test counts
@@ -49,7 +49,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    """The command's own flags; the data flags come from main.py (defined on import)."""
+    """The command's own flags; the data flags are data_flags.define()'s, shared with main.py."""
     flags.DEFINE_enum('source', 'idx', ['celeba', 'folder', 'idx'], 'kind of input')
     flags.DEFINE_string('input_dir', mnist.IDX_DIR, 'folder of the input files')
     flags.DEFINE_string('partition_file', '', 'celeba: list_eval_partition.txt ("" = seeded '
@@ -303,7 +303,26 @@ def main(argv):
     return 0
 
 
+def parse_flags(argv):
+    """absl's parse, where a flag file may also hold flags of main.py (one file serves
+    both commands): those are skipped. An unknown flag on the command line itself, or
+    a value that does not parse, ends with one error line and exit status 2."""
+    given = {arg[2:].split('=')[0] for arg in argv[1:] if arg.startswith('--')}
+    try:
+        rest = FLAGS(argv, known_only=True)
+    except flags.Error as err:
+        print(f'error: {err}', file=sys.stderr)
+        sys.exit(2)
+    unknown = [arg for arg in rest[1:] if arg.startswith('--')
+               and arg[2:].split('=')[0] in given]
+    if unknown or len([arg for arg in rest[1:] if not arg.startswith('--')]):
+        print(f'error: unknown arguments {unknown or rest[1:]}: python -m '
+              f'utils.data.prepare_data --helpfull lists the flags', file=sys.stderr)
+        sys.exit(2)
+    return rest[:1]
+
+
 if __name__ == '__main__':
-    import main as _shared_flags  # noqa: F401  (defines the data flags shared with main.py)
+    data_flags.define()
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -5,9 +5,9 @@ Each raises UserError with the problem and the fix, before anything on disk chan
 import os
 import tempfile
 
-import data_reader
-from utils import checkpoints, mnist, prepare_data
-from utils.errors import UserError
+from utils.data import hdf5_images, mnist, prepare_data
+from utils.run import checkpoints, config
+from utils.run.errors import UserError
 
 MNIST_FILES = ('mnist_train.h5', 'mnist_valid.h5', 'mnist_test.h5')  # the default split names
 
@@ -53,7 +53,7 @@ def check_modeldir_for_training(conf):
             raise UserError(f'--modeldir={conf.modeldir} is not empty and holds no run: choose '
                             f'an empty or new folder, or pass --fresh_start to start there')
         return 'start'
-    differing = [key for key in checkpoints.ARCH_KEYS if saved.get(key) != getattr(conf, key)]
+    differing = [key for key in config.variable_fields() if saved.get(key) != getattr(conf, key)]
     if differing:
         raise UserError(f'{conf.modeldir} holds a model with {describe(differing, saved)} but '
                         f'the flags say {describe(differing, conf)}: use the same flags to '
@@ -89,7 +89,7 @@ def check_training_data(conf):
     paths = [train_path] + ([os.path.join(conf.data_dir, conf.valid_data)]
                             if conf.valid_data else [])
     for path in paths:
-        handle, images = data_reader.open_images(path, conf.height, conf.width, conf.channel)
+        handle, images = hdf5_images.open_images(path, conf.height, conf.width, conf.channel)
         count = images.shape[0]
         handle.close()
         if path == train_path and count < conf.batch:
@@ -108,20 +108,23 @@ def prepare_training(conf):
 
 
 def prepare_prediction(conf, given_flags=()):
-    """Takes the model's flags from modeldir's flags.json (a differing flag in
-    given_flags gets a note) and checks the checkpoint, sampledir and, for
-    reconstruct and evaluate, the test split."""
+    """The configuration to predict, reconstruct or evaluate with: conf with the model's
+    fields taken from modeldir's flags.json (a differing flag in given_flags gets a
+    note). Checks the checkpoint, sampledir and, for reconstruct and evaluate, the test
+    split."""
     saved = checkpoints.load_config(conf.modeldir)
     if saved is None:
         raise UserError(f'{conf.modeldir} holds no trained model ({checkpoints.CONFIG_FILE} '
                         f'missing): train first or point --modeldir at a trained model')
-    for key in checkpoints.MODEL_KEYS:
+    taken = {}
+    for key in config.field_names():
         if key not in saved:  # a run from before the flag existed had its default
             continue
         if key in given_flags and saved[key] != getattr(conf, key):
             print(f'note: --{key}={getattr(conf, key)} ignored; the model in {conf.modeldir} '
                   f'was trained with {key}={saved[key]}')
-        setattr(conf, key, saved[key])
+        taken[key] = saved[key]
+    conf = conf.replace(**taken)
     if checkpoints.find_checkpoint(conf.modeldir, conf.model_name, conf.predict_step) is None:
         raise UserError(f'no checkpoint {conf.model_name}-* in {conf.modeldir}: train first '
                         f'(it saves every --save_step steps) or point --modeldir at a trained '
@@ -129,10 +132,11 @@ def prepare_prediction(conf, given_flags=()):
     check_writable(sampledir=conf.sampledir)
     if conf.action in ('reconstruct', 'evaluate'):
         check_test_data(conf)
+    return conf
 
 
 def check_test_data(conf):
     """The test split exists and matches the model's image shape."""
     path = os.path.join(conf.data_dir, conf.test_data)
-    handle, _ = data_reader.open_images(path, conf.height, conf.width, conf.channel)
+    handle, _ = hdf5_images.open_images(path, conf.height, conf.width, conf.channel)
     handle.close()

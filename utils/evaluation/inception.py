@@ -1,7 +1,7 @@
 """The FID Inception-v3 feature network in TensorFlow ops, in its own graph and session.
 
 The network is the one of the original FID code (the 2015-12-05 TensorFlow
-Inception-v3; weights from utils/inception_weights.py): 2048 features per image from
+Inception-v3; weights from utils/evaluation/inception_weights.py): 2048 features per image from
 the last average pool ("pool3"). Its FID-specific details, kept here: batch norm
 without a scale, ε = 0.001; the 3×3 average pools inside the blocks do not count the
 padding; the last block takes a 3×3 *max* pool where the one before takes an average.
@@ -16,7 +16,7 @@ centres: source pixel = output pixel × in/out, edges clamped), then mapped to
 import numpy as np
 import tensorflow as tf
 
-from utils import inception_weights
+from utils.evaluation import inception_weights
 
 tf1 = tf.compat.v1
 INPUT_SIZE = 299

@@ -1,0 +1,484 @@
+"""Runs the graph of network.py: the session runner, the one training loop, and the
+actions train / predict / reconstruct / evaluate as functions over them.
+
+    runner = Runner(conf)            # graph, saver and session for a RunConfig
+    train(runner)                    # or predict(runner), reconstruct(..), evaluate(..)
+
+The single process, the towers (--num_gpus) and every worker of a cluster run the
+same loop, train_loop(); distributed.py only sets up the cluster, builds the Runner
+with its Replicas and hands the loop its monitored session.
+"""
+import collections
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+import data_reader
+import network
+import ops
+import towers
+from utils.evaluation import feature_metrics, measure
+from utils.run import checkpoints, images
+from utils.run.cluster import worker_seed
+from utils.run.errors import UserError
+from utils.run.progress import TrainingProgress
+from utils.run.signals import StopRequests, TrainingStopped
+
+tf1 = tf.compat.v1
+
+GRID_IMAGES = 16  # images per TensorBoard grid and per training sample PNG
+PRIOR_STREAM = 7919  # seeds the fixed prior samples apart from other seeded draws
+
+# Where a cluster worker's graph goes and how its gradients meet (distributed.py).
+Replicas = collections.namedtuple('Replicas',
+                                  'device_setter sync_replicas num_workers task_index')
+# The part one process plays in training: the chief writes checkpoints, summaries,
+# validation and samples; a cluster's global step also moves by other workers' steps.
+Role = collections.namedtuple('Role', 'is_chief task_index num_workers images_per_step '
+                                      'shared_step')
+
+
+def make_deterministic():
+    """Asks TensorFlow for deterministic kernels (GPU runs repeat exactly, more slowly;
+    ops without a deterministic kernel then raise an error)."""
+    tf.config.experimental.enable_op_determinism()
+
+
+def has_gpu():
+    """Whether TensorFlow sees a GPU."""
+    return bool(tf.config.list_physical_devices('GPU'))
+
+
+def session_config(conf):
+    """The session's threads, XLA setting and, for towers, devices from the flags."""
+    config = tf1.ConfigProto(intra_op_parallelism_threads=conf.intra_op_threads,
+                             inter_op_parallelism_threads=conf.inter_op_threads)
+    if conf.xla:
+        config.graph_options.optimizer_options.global_jit_level = tf1.OptimizerOptions.ON_1
+    if conf.num_gpus > 1:
+        # towers on logical CPUs when there are too few GPUs; ops without a GPU kernel
+        # go to the CPU
+        if len(tf.config.list_physical_devices('GPU')) < conf.num_gpus:
+            config.device_count['CPU'] = conf.num_gpus
+        config.allow_soft_placement = True
+    return config
+
+
+def prior_samples(seed, count, latent_len):
+    """A fixed batch of z ~ N(0, I): the same (seed, count) gives the same samples."""
+    rng = np.random.default_rng([seed, PRIOR_STREAM])
+    return rng.standard_normal((count, latent_len)).astype(np.float32)
+
+
+def build_options(conf):
+    """How the graph's ops are built, from the flags (ops.BuildOptions)."""
+    return ops.BuildOptions(data_format=conf.data_format, upsample=conf.upsample,
+                            fused_batch_norm=conf.fused_batch_norm)
+
+
+def training_setup(conf, replicas=None):
+    """The optimizer, noise stream and devices of the training graph (network.TrainingSetup)."""
+    devices = towers.tower_devices(conf.num_gpus, len(tf.config.list_physical_devices('GPU')))
+    if conf.num_gpus > 1 and devices[0].startswith('/cpu'):
+        print(f'note: TensorFlow sees fewer than --num_gpus={conf.num_gpus} GPUs: the '
+              f'towers run on {conf.num_gpus} logical CPU devices (slower than one)')
+    task_index = replicas.task_index if replicas else 0
+    aggregate = replicas.num_workers if replicas and replicas.sync_replicas else 0
+    return network.TrainingSetup(
+        learning_rate=conf.learning_rate, beta1=conf.beta1,
+        noise_seed=worker_seed(conf.random_seed, task_index),
+        mixed_precision=conf.mixed_precision,
+        tower_devices=tuple(devices) if conf.num_gpus > 1 else (),
+        replicas_to_aggregate=aggregate)
+
+
+# ---------------------------------------------------------------- the session runner
+
+class Runner:
+    """The graph of a RunConfig in its own tf.Graph, with its saver and session: restores,
+    saves, steps and samples. Holds no training loop (train_loop does)."""
+
+    def __init__(self, conf, replicas=None):
+        """replicas: None for one process (the runner opens its own session), or a
+        cluster worker's Replicas: the graph is placed by its device setter, and the
+        worker's monitored session is handed over later (attach)."""
+        self.conf = conf
+        self.model = conf.model
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            tf1.set_random_seed(conf.random_seed)
+            setter = replicas.device_setter if replicas else None
+            with network.device_scope(setter):
+                self.net = network.build(self.model, build_options(conf),
+                                         training_setup(conf, replicas))
+            self._add_run_ops()
+            if replicas is None:  # a MonitoredSession adds its own ops, then finalizes
+                self.graph.finalize()
+        self.session_config = session_config(conf)
+        self.sess = None if replicas else tf1.Session(graph=self.graph,
+                                                      config=self.session_config)
+
+    def _add_run_ops(self):
+        net = self.net
+        self.train_summary = tf1.summary.merge(
+            [tf1.summary.scalar(f'train/{name}', value)
+             for name, value in net.train_metrics.items()])
+        # checkpoints.prune keeps the newest (across restarts too), and modeldir is scanned
+        # for them, so the Saver neither deletes nor writes a "checkpoint" state file
+        self.saver = tf1.train.Saver(tf1.global_variables(), max_to_keep=None)
+        # checked before each save: a step can turn the weights to Inf/NaN while its
+        # own loss, computed before the update, was still finite
+        self.variables_finite = tf.reduce_all(
+            [tf.reduce_all(tf.math.is_finite(v)) for v in tf1.global_variables()
+             if v.dtype.base_dtype.is_floating])
+        self.init_op = tf1.global_variables_initializer()
+
+    def attach(self, session):
+        """Uses `session` (a cluster worker's raw session) for everything but the
+        training steps, which go through the monitored session."""
+        self.sess = session
+
+    # ------------------------------------------------------------ checkpoints
+
+    def step(self):
+        """The global step held in the session."""
+        return int(self.sess.run(self.net.global_step))
+
+    def restore(self, step):
+        """Loads checkpoint `step` of modeldir (the latest when step <= 0).
+
+        Returns the restored global step, or None when step <= 0 and modeldir
+        holds no checkpoint. Raises UserError when a checkpoint does not fit.
+        """
+        conf = self.conf
+        prefix = checkpoints.find_checkpoint(conf.modeldir, conf.model_name, step)
+        if prefix is None:
+            return None
+        try:
+            self.saver.restore(self.sess, prefix)
+        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as err:
+            first = str(err).strip().splitlines()[0]
+            raise UserError(f'checkpoint {prefix} does not fit the model built from the '
+                            f'flags ({first[:200]}); use the flags it was trained with or '
+                            f'another --modeldir') from None
+        return self.step()
+
+    def restore_for(self, action):
+        """Loads predict_step (the latest when <= 0) for `action`; returns its step."""
+        step = self.restore(self.conf.predict_step)
+        if step is None:
+            raise UserError(f'no checkpoint {self.conf.model_name}-* in {self.conf.modeldir}: '
+                            f'train first or point --modeldir at a trained model before '
+                            f'--action={action}')
+        return step
+
+    def save(self):
+        """Writes checkpoint model_name-STEP of all global variables, then deletes all
+        but the newest keep_checkpoints (also those of earlier runs); returns its prefix.
+
+        The checkpoint is written under a temporary name and renamed into place
+        (checkpoints.publish), so a kill or a full disk during the write leaves
+        the earlier checkpoints as they were.
+        """
+        conf = self.conf
+        step = self.step()
+        if not self.sess.run(self.variables_finite):
+            raise UserError(self.diverged_message(step, {}))
+        try:
+            self.saver.save(self.sess, checkpoints.partial_prefix(conf.modeldir, conf.model_name,
+                                                                 step),
+                            write_meta_graph=False, write_state=False)
+            checkpoints.publish(conf.modeldir, conf.model_name, step)
+        except (tf.errors.OpError, OSError) as err:
+            checkpoints.discard_partial(conf.modeldir, conf.model_name)
+            reason = (getattr(err, 'message', None) or str(err)).strip().splitlines()[0]
+            raise UserError(f'could not write checkpoint {conf.model_name}-{step} in '
+                            f'{conf.modeldir} ({reason[:200]}); the earlier checkpoints are '
+                            f'intact: free disk space, then run the same command to '
+                            f'resume') from None
+        checkpoints.prune(conf.modeldir, conf.model_name, conf.keep_checkpoints)
+        return checkpoints.checkpoint_prefix(conf.modeldir, conf.model_name, step)
+
+    def initialize_or_restore(self):
+        """Restores reload_step (or the latest checkpoint), else initialises; returns the step."""
+        step = self.restore(self.conf.reload_step)
+        if step is None:
+            self.sess.run(self.init_op)
+            step = 0
+        return step
+
+    def diverged_message(self, step, metrics):
+        """The error for a non-finite loss (metrics) or non-finite weights (no metrics)."""
+        conf = self.conf
+        kept = checkpoints.saved_steps(conf.modeldir, conf.model_name)
+        last = f'{conf.model_name}-{kept[-1]}' if kept else 'none yet'
+        bad = ', '.join(f'{k}={v:.4g}' for k, v in metrics.items() if not np.isfinite(v))
+        what = f'the loss is not finite at step {step} ({bad})' if metrics else \
+            f'the weights are not finite after step {step}'
+        return (f'{what}; nothing was saved, the last good checkpoint is {last}: lower '
+                f'--learning_rate or raise --sigma')
+
+    # ------------------------------------------------------------ running the graph
+
+    def train_step(self, batch, with_summary=False, session=None):
+        """One Adam step on `batch` (through `session`, default the runner's); returns
+        the metrics and the summary (None unless asked)."""
+        fetches = {'train': self.net.train_op, 'metrics': self.net.train_metrics}
+        if with_summary:
+            fetches['summary'] = self.train_summary
+        result = (session or self.sess).run(fetches, {self.net.images: batch,
+                                                      self.net.training: True})
+        return result['metrics'], result.get('summary')
+
+    def evaluate_metrics(self, batches):
+        """Metrics averaged over all images of `batches` (batch norm in inference mode)."""
+        sums, count = {}, 0
+        for batch in batches:
+            values = self.sess.run(self.net.metrics, {self.net.images: batch})
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + float(value) * len(batch)
+            count += len(batch)
+        return {name: total / count for name, total in sums.items()}
+
+    def sample_batch(self, z):
+        """Every stage's image of the prior samples `z` [b, latent_len]."""
+        return self.sess.run(self.net.sample_outputs, {self.net.prior_z: z})
+
+    def sample(self, count):
+        """Every stage's image for the first `count` of the fixed prior samples."""
+        return self.sample_batch(prior_samples(self.conf.random_seed, count,
+                                               self.model.latent_len))
+
+    def reconstruct_batch(self, batch):
+        """One batch through the model (batch norm in inference mode): every stage's
+        output, the input at every stage's size, and the per-image KL."""
+        return self.sess.run({'outputs': self.net.stage_outputs, 'targets': self.net.targets,
+                              'kl': self.net.per_image['kl']}, {self.net.images: batch})
+
+    def test_batches(self, limit):
+        """Float batches of the first `limit` test images, in file order."""
+        conf, model = self.conf, self.model
+        return data_reader.sequential_batches(os.path.join(conf.data_dir, conf.test_data),
+                                              model.height, model.width, model.channel,
+                                              conf.batch, limit=limit)
+
+    def close(self):
+        """Releases the session."""
+        self.sess.close()
+
+
+# ---------------------------------------------------------------- periodic tasks
+
+class Every:
+    """Whether a periodic task is due at a global step that may jump (other workers
+    also advance it): due once each time the step reaches a new multiple."""
+
+    def __init__(self, interval, start):
+        self.interval = interval
+        self.next = (start // interval + 1) * interval
+
+    def due(self, step):
+        """True the first time `step` reaches or passes the next multiple."""
+        if step < self.next:
+            return False
+        self.next = (step // self.interval + 1) * self.interval
+        return True
+
+
+def validate(runner, writer, step):
+    """Writes valid/ scalars over valid_images and image grids to TensorBoard."""
+    conf, model = runner.conf, runner.model
+    path = os.path.join(conf.data_dir, conf.valid_data)
+    batches = data_reader.sequential_batches(path, model.height, model.width, model.channel,
+                                             conf.batch, limit=conf.valid_images)
+    metrics = runner.evaluate_metrics(batches)
+    values = [tf1.Summary.Value(tag=f'valid/{name}', simple_value=value)
+              for name, value in metrics.items()]
+    first = next(data_reader.sequential_batches(path, model.height, model.width,
+                                                model.channel, GRID_IMAGES))
+    reconstructions = runner.sess.run(runner.net.stage_outputs, {runner.net.images: first})
+    grids = {'valid/reconstructions': images.stage_grid(reconstructions, per_row=8,
+                                                          inputs=first),
+             'valid/prior_samples': images.stage_grid(runner.sample(GRID_IMAGES), per_row=8)}
+    for tag, picture in grids.items():
+        values.append(tf1.Summary.Value(tag=tag, image=tf1.Summary.Image(
+            height=picture.shape[0], width=picture.shape[1],
+            colorspace=picture.shape[2], encoded_image_string=images.png_bytes(picture))))
+    writer.add_summary(tf1.Summary(value=values), step)
+    writer.flush()
+    return metrics
+
+
+def write_training_samples(runner, step):
+    """sampledir/train/step_STEP.png: the fixed prior samples through every stage."""
+    picture = images.stage_grid(runner.sample(GRID_IMAGES), per_row=8)
+    images.save_png(os.path.join(runner.conf.sampledir, 'train', f'step_{step:07d}.png'),
+                    picture)
+
+
+def save_with_samples(runner, step):
+    """A checkpoint of `step` and its sample grid; returns the checkpoint's prefix."""
+    prefix = runner.save()
+    write_training_samples(runner, step)
+    return prefix
+
+
+# ---------------------------------------------------------------- the training loop
+
+SINGLE_PROCESS = Role(is_chief=True, task_index=0, num_workers=1, images_per_step=None,
+                      shared_step=False)
+
+
+def train_loop(runner, role, start, session, stop, should_stop=lambda: False):
+    """The one training loop: steps from `start` until max_step (or a signal in `stop`,
+    or should_stop()), with the chief's periodic summaries, validation and saves.
+
+    session: what runs the training steps (the runner's session, or a cluster
+    worker's monitored session). Raises UserError at a non-finite loss. Returns
+    (last step, steps run by this process, prefix of the last checkpoint or None).
+    """
+    conf = runner.conf
+    model = runner.model
+    writer = (tf1.summary.FileWriter(conf.logdir, runner.graph if start == 0 else None)
+              if role.is_chief else None)
+    reader = data_reader.BatchReader(
+        os.path.join(conf.data_dir, conf.train_data), model.height, model.width,
+        model.channel, conf.batch, worker_seed(conf.random_seed, role.task_index),
+        start_step=start // role.num_workers, memory_limit_mb=conf.reader_memory_mb)
+    progress = TrainingProgress(start, conf.max_step, role.images_per_step or conf.batch)
+    summaries, validations, saves = (Every(interval, start) for interval in
+                                     (conf.summary_step, conf.test_step, conf.save_step))
+    step, local_steps, saved = start, 0, None
+    try:
+        while step < conf.max_step and not stop.signum and not should_stop():
+            metrics, summary = runner.train_step(
+                reader.next_batch(), with_summary=writer is not None and summaries.due(step + 1),
+                session=session)
+            local_steps += 1
+            step = runner.step() if role.shared_step else step + 1
+            if not np.isfinite(metrics['total']):
+                raise UserError(runner.diverged_message(step, metrics))
+            progress.update(step, metrics)
+            if writer is None:
+                continue
+            if summary is not None:
+                writer.add_summary(summary, step)
+            if conf.valid_data and validations.due(step):
+                validate(runner, writer, step)
+                progress.pause()
+            if saves.due(step) or step >= conf.max_step:
+                saved = (step, save_with_samples(runner, step))
+                progress.pause()
+    finally:
+        progress.finish()
+        reader.close()
+        if writer is not None:
+            writer.close()
+    if role.is_chief and step > start and (saved is None or saved[0] != step):
+        saved = (step, save_with_samples(runner, step))
+    return step, local_steps, saved[1] if saved else None
+
+
+# ---------------------------------------------------------------- the actions
+
+def train(runner):
+    """Trains from the latest checkpoint (or from scratch) to max_step in this process."""
+    conf = runner.conf
+    start = runner.initialize_or_restore()
+    if start >= conf.max_step:
+        print(f'{conf.modeldir} is already at step {start} >= --max_step='
+              f'{conf.max_step}; raise --max_step to train on')
+        return start
+    print(f'training steps {start + 1}..{conf.max_step} '
+          f'({"resumed" if start else "from scratch"}), checkpoints in {conf.modeldir}')
+    began = time.perf_counter()
+    with StopRequests() as stop:
+        step, _, prefix = train_loop(runner, SINGLE_PROCESS, start, runner.sess, stop)
+        if stop.signum:
+            if prefix is None:
+                prefix = runner.save()
+            print(f'stopped by {stop.name} at step {step}: saved {prefix}; run '
+                  f'the same command to resume')
+            raise TrainingStopped(stop.signum)
+    seconds = time.perf_counter() - began
+    print(f'trained {conf.max_step - start} steps in {seconds:.0f} s '
+          f'({(conf.max_step - start) * conf.batch / seconds:.0f} images/s); '
+          f'last checkpoint {prefix}')
+    return conf.max_step
+
+
+def _row_names(model):
+    return ', '.join(f'stage {index}' for index in range(1, model.num_stages + 1))
+
+
+def predict(runner):
+    """Loads predict_step (the latest when <= 0) and writes num_samples prior samples:
+    one PNG each (final stage) and grid.png whose rows are the stages."""
+    conf = runner.conf
+    step = runner.restore_for('predict')
+    outputs = runner.sample(conf.num_samples)
+    folder = os.path.join(conf.sampledir, f'predict_step_{step}')
+    paths = images.save_each(folder, outputs[-1])
+    images.save_png(os.path.join(folder, 'grid.png'), images.stage_grid(outputs))
+    print(f'wrote {len(paths)} samples of step {step} and grid.png (rows: '
+          f'{_row_names(runner.model)}) to {folder}')
+    return folder
+
+
+def reconstruct(runner):
+    """Writes the first num_samples test images and their reconstructions: grid.png
+    (rows input, stage 1, ..., stage N) and input_XXXX.png, stageK_XXXX.png."""
+    conf = runner.conf
+    step = runner.restore_for('reconstruct')
+    inputs, outputs = [], []
+    for batch in runner.test_batches(conf.num_samples):
+        inputs.append(batch)
+        outputs.append(runner.reconstruct_batch(batch)['outputs'])
+    inputs = np.concatenate(inputs)
+    stage_images = [np.concatenate(stage) for stage in zip(*outputs)]
+    folder = os.path.join(conf.sampledir, f'reconstruct_step_{step}')
+    images.save_each(folder, inputs, prefix='input')
+    for index, stage in enumerate(stage_images, start=1):
+        images.save_each(folder, stage, prefix=f'stage{index}')
+    images.save_png(os.path.join(folder, 'grid.png'),
+                    images.stage_grid(stage_images, inputs=inputs))
+    print(f'wrote {len(inputs)} test images of {conf.test_data} with their reconstructions '
+          f'by step {step} and grid.png (rows: input, {_row_names(runner.model)}) to {folder}')
+    return folder
+
+
+def evaluate(runner):
+    """Measures every stage on the first eval_samples test images and on eval_samples
+    prior samples; writes modeldir/evaluation-STEP.json and prints a table."""
+    conf, model = runner.conf, runner.model
+    step = runner.restore_for('evaluate')
+    handle, test_images = data_reader.open_images(
+        os.path.join(conf.data_dir, conf.test_data), model.height, model.width, model.channel)
+    test_count = min(conf.eval_samples, test_images.shape[0])
+    handle.close()
+    z = prior_samples(conf.random_seed, conf.eval_samples, model.latent_len)
+    prior_batches = (z[start:start + conf.batch] for start in range(0, len(z), conf.batch))
+    inception = (feature_metrics.InceptionMetrics(conf, test_count)
+                 if conf.eval_fid else None)
+    means = measure.measure(runner.reconstruct_batch, runner.sample_batch,
+                            runner.test_batches(test_count), prior_batches, conf,
+                            (test_count, len(z)), inception)
+    result = {'step': step, 'model': model.as_dict(),
+              'test_data': os.path.join(conf.data_dir, conf.test_data),
+              'test_images': test_count, 'prior_samples': len(z),
+              'random_seed': conf.random_seed}
+    result.update(measure.summarize(means, conf, model.stage_sizes()))
+    if inception is not None:
+        result['inception'] = inception.summary()
+        inception.close()
+    path = checkpoints.evaluation_path(conf.modeldir, step)
+    measure.write_json(path, result)
+    print(measure.report(result))
+    print(f'wrote {path}')
+    return result
+
+
+ACTIONS = {'train': train, 'predict': predict, 'reconstruct': reconstruct,
+           'evaluate': evaluate}
