@@ -7,28 +7,32 @@ table of their --action=evaluate metrics.
 
 Each model is rebuilt from its modeldir's flags.json and its latest checkpoint
 (or --step). Its metrics are read from modeldir/evaluation-STEP.json, and
-computed (as --action=evaluate does) when that file is missing.
+computed (as --action=evaluate does) when that file is missing. The figure and
+tables are utils.evaluation.comparison's.
 """
-import argparse
 import json
 import os
 import sys
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from absl import app, flags
 
 import main
-from utils.evaluation import metrics
+from utils.evaluation import comparison
 from utils.run import checkpoints, images, preflight
 from utils.run.errors import UserError
 
-LABEL_WIDTH = 150  # pixels of the label column of the figure
-SHARPNESS_NAMES = {'laplacian_variance': 'Laplacian var.', 'gradient_energy': 'gradient energy',
-                   'high_frequency_ratio': 'HF power'}
+flags.DEFINE_string('labels', '', 'comma-separated row labels ("" = the folder names)')
+flags.DEFINE_string('out', 'comparison', 'folder of the figure and table')
+flags.DEFINE_string('name', 'comparison', 'file name of the figure (.png) and table (.md)')
+flags.DEFINE_integer('num_images', 12, 'test images in the figure')
+flags.DEFINE_integer('control_images', 2000, 'test images of the noise control')
+flags.DEFINE_integer('step', 0, 'checkpoint step of every model (0 = each one\'s latest)')
+FLAGS = flags.FLAGS
 
 
-def load_model(network, modeldir, step):
-    """(model, conf) of the run in modeldir, restored from `step` (the latest when 0)."""
+def load_model(runner, modeldir, step):
+    """(runner.Runner, conf) of the run in modeldir, restored from `step` (the latest when 0)."""
     saved = checkpoints.load_config(modeldir)
     if saved is None:
         raise UserError(f'{modeldir} holds no trained model ({checkpoints.CONFIG_FILE} missing)')
@@ -38,147 +42,20 @@ def load_model(network, modeldir, step):
                   mixed_precision=False, xla=False)
     conf = main.default_config(**values)
     main.validate(conf)
-    preflight.prepare_prediction(conf)
-    model = network.MSVAE(conf)
+    conf = preflight.prepare_prediction(conf)
+    model = runner.Runner(conf)
     model.restore(step)
     return model, conf
 
 
-def model_metrics(model, conf):
+def model_metrics(runner, model, conf):
     """The evaluation of the model's checkpoint: read from its JSON, or computed now."""
     path = checkpoints.evaluation_path(conf.modeldir, model.step())
     if os.path.exists(path):
         with open(path) as handle:
             return json.load(handle)
     print(f'{path} missing: evaluating {conf.modeldir}')
-    return model.evaluate()
-
-
-def figure(rows, labels, zoom):
-    """Rows of images [n, h, w, c] in [-1, 1], one label each, tiled and enlarged
-    `zoom` times, with the labels in a column on the left."""
-    picture = images.tile_rows(rows)
-    picture = np.repeat(np.repeat(picture, zoom, axis=0), zoom, axis=1)
-    if picture.shape[2] == 1:
-        picture = np.repeat(picture, 3, axis=2)
-    canvas = Image.new('RGB', (LABEL_WIDTH + picture.shape[1], picture.shape[0]), 'white')
-    canvas.paste(Image.fromarray(picture), (LABEL_WIDTH, 0))
-    draw = ImageDraw.Draw(canvas)
-    font = _font()
-    row_height = (picture.shape[0] + images.GAP * zoom) / len(rows)
-    for index, label in enumerate(labels):
-        top = index * row_height + row_height / 2 - 8
-        draw.text((6, top), label, fill='black', font=font)
-    return np.asarray(canvas)
-
-
-def _font():
-    try:
-        return ImageFont.load_default(size=16)
-    except TypeError:  # Pillow built without FreeType
-        return ImageFont.load_default()
-
-
-def stage_label(label, stage, stage_count):
-    """'MSVAE (stage 1)' for a stage of a multi-stage model, 'VAE' for a one-stage one."""
-    return label if stage_count == 1 else f'{label} (stage {stage})'
-
-
-def markdown(results, labels):
-    """Two markdown tables, one row per stage of each model: reconstructions of the test
-    split, then prior samples (sharpness as ratios to real test images)."""
-    first = results[0]
-    lines = [f'{first["test_images"]} test images of {first["test_data"]}, '
-             f'{first["prior_samples"]} prior samples (seed {first["random_seed"]}); '
-             f'sharpness as the ratio to real test images (1 = as sharp as the data).', '',
-             '| model | step | KL nats | −ELBO bits/dim | PSNR dB | SSIM | MS-SSIM | '
-             + ' | '.join(SHARPNESS_NAMES.values()) + ' |',
-             '|---|---|---|---|---|---|---|' + '---|' * len(SHARPNESS_NAMES)]
-    for result, label in zip(results, labels):
-        bits = result.get('negative_elbo_bits_per_dim')
-        for entry in result['stages']:
-            cells = [stage_label(label, entry['stage'], len(result['stages'])),
-                     str(result['step']), f'{result["kl"]:.2f}',
-                     f'{bits:.3f}' if bits is not None else '-']
-            cells += [f'{entry[name]:.4f}' if name in entry else '-'
-                      for name in ('psnr', 'ssim', 'ms_ssim')]
-            cells += [f'{entry["reconstructions"][name + "_ratio"]:.3f}'
-                      for name in SHARPNESS_NAMES]
-            lines.append('| ' + ' | '.join(cells) + ' |')
-    lines += ['', '| prior samples of | ' + ' | '.join(SHARPNESS_NAMES.values()) + ' |',
-              '|---|' + '---|' * len(SHARPNESS_NAMES)]
-    for result, label in zip(results, labels):
-        for entry in result['stages']:
-            cells = [stage_label(label, entry['stage'], len(result['stages']))]
-            cells += [f'{entry["samples"][name + "_ratio"]:.3f}' for name in SHARPNESS_NAMES]
-            lines.append('| ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines) + '\n' + inception_markdown(results, labels)
-
-
-def inception_markdown(results, labels):
-    """The table of FID, KID, precision and recall of each model's final stage (empty
-    when no result holds them: evaluated with --noeval_fid)."""
-    measured = [(result, label) for result, label in zip(results, labels)
-                if 'inception' in result]
-    if not measured:
-        return ''
-    entry = measured[0][0]['inception']
-    lines = ['', f'Final stage against {entry["reference_images"]} test images, Inception '
-             f'features ({entry["network"]}); FID depends on the number of images: compare '
-             f'only at equal counts.', '',
-             '| final stage of | samples FID | KID | precision | recall '
-             '| reconstructions FID | KID | precision | recall |',
-             '|---|---|---|---|---|---|---|---|---|']
-    for result, label in measured:
-        cells = [label]
-        for kind in ('samples', 'reconstructions'):
-            s = result['inception'][kind]
-            cells += [f'{s["fid"]:.2f}', f'{s["kid"]:.4f} ± {s["kid_std"]:.4f}',
-                      f'{s["precision"]:.3f}', f'{s["recall"]:.3f}']
-        lines.append('| ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines) + '\n'
-
-
-def noise_to_match(images, targets, goal, seed=0):
-    """The std of Gaussian pixel noise that, added to `images` (clipped to [-1, 1]),
-    raises their mean Laplacian variance to `goal` times that of `targets`.
-
-    Returns (std, noisy images); std 0 when the images are already that sharp.
-    A control: a model that is "sharper" only as noise would be has the
-    noisy baseline's PSNR and SSIM too.
-    """
-    real = metrics.laplacian_variance(targets).mean()
-    noise = np.random.default_rng(seed).standard_normal(np.shape(images))
-
-    def ratio(std):
-        return metrics.laplacian_variance(np.clip(images + std * noise, -1, 1)).mean() / real
-    if ratio(0.0) >= goal:
-        return 0.0, np.asarray(images)
-    low, high = 0.0, 0.05
-    while ratio(high) < goal and high < 4.0:
-        low, high = high, 2 * high
-    for _ in range(40):  # bisection: the ratio grows with the noise
-        middle = (low + high) / 2
-        low, high = (middle, high) if ratio(middle) < goal else (low, middle)
-    return high, np.clip(images + high * noise, -1, 1)
-
-
-def _quality_and_sharpness(targets, outputs, real):
-    row = metrics.reconstruction_quality(targets, outputs)
-    row.update({f'{name}_ratio': value / real[name]
-                for name, value in metrics.sharpness(outputs).items()})
-    return row
-
-
-def control_rows(baseline, best, targets):
-    """Rows (baseline, best, baseline + noise) of quality and sharpness ratios on the
-    same test images; the noise gives the baseline the Laplacian variance of `best`.
-    Returns (noise std, rows)."""
-    real = metrics.sharpness(targets)
-    goal = metrics.laplacian_variance(best).mean() / real['laplacian_variance']
-    std, noisy = noise_to_match(baseline, targets, goal)
-    return std, [_quality_and_sharpness(targets, outputs, real)
-                 for outputs in (baseline, best, noisy)]
+    return runner.evaluate(model)
 
 
 def compare(modeldirs, labels, out, name, num_images, step=0, zoom=3, control_images=2000):
@@ -188,10 +65,10 @@ def compare(modeldirs, labels, out, name, num_images, step=0, zoom=3, control_im
     model's reconstructions of the first control_images test images plus the
     pixel noise that matches the last model's Laplacian variance on them.
     """
-    network = main.import_network_quietly()
+    runner = main.load_tensorflow_quietly()
     rows, results, finals, test_batch = [], [], [], None
     for modeldir in modeldirs:
-        model, conf = load_model(network, modeldir, step)
+        model, conf = load_model(runner, modeldir, step)
         try:
             if test_batch is None:
                 test_batch = np.concatenate(list(model.test_batches(num_images)))
@@ -203,7 +80,7 @@ def compare(modeldirs, labels, out, name, num_images, step=0, zoom=3, control_im
                                 f'models of one image size')
             outputs = model.reconstruct_batch(test_batch)['outputs']
             rows.append(images.resize_nearest(outputs[-1], shape[:2]))
-            results.append(model_metrics(model, conf))
+            results.append(model_metrics(runner, model, conf))
             # the noise control needs the first and the last model's reconstructions
             ends = (modeldir == modeldirs[0] or modeldir == modeldirs[-1]) and len(modeldirs) > 1
             finals.append(final_stage(model, control_images) if ends else None)
@@ -211,15 +88,15 @@ def compare(modeldirs, labels, out, name, num_images, step=0, zoom=3, control_im
             model.close()
     control = None
     if len(modeldirs) > 1:
-        control = control_rows(finals[0][1], finals[-1][1], finals[0][0])
+        control = comparison.control_rows(finals[0][1], finals[-1][1], finals[0][0])
     os.makedirs(out, exist_ok=True)
     picture_path, table_path = (os.path.join(out, f'{name}.png'),
                                 os.path.join(out, f'{name}.md'))
-    images.save_png(picture_path, figure(rows, ['input'] + labels, zoom))
+    images.save_png(picture_path, comparison.figure(rows, ['input'] + labels, zoom))
     with open(table_path, 'w') as handle:
-        handle.write(markdown(results, labels))
+        handle.write(comparison.markdown(results, labels))
         if control is not None:
-            handle.write(control_markdown(control, labels, len(finals[0][0])))
+            handle.write(comparison.control_markdown(control, labels, len(finals[0][0])))
     return picture_path, table_path
 
 
@@ -232,58 +109,27 @@ def final_stage(model, count):
     return np.concatenate(inputs), np.concatenate(outputs)
 
 
-def control_markdown(control, labels, count):
-    """The noise-control table (see compare)."""
-    std, rows = control
-    names = [labels[0], labels[-1], f'{labels[0]} + noise σ={std:.3f}']
-    lines = ['', f'Control, on the first {count} test images: {labels[0]}\'s reconstructions '
-             f'plus Gaussian pixel noise (std on the [-1, 1] scale) that gives them '
-             f'{labels[-1]}\'s Laplacian variance. Sharpness that noise could also give '
-             f'comes with the last row\'s PSNR and SSIM.', '',
-             '| on the same images | PSNR dB | SSIM | MS-SSIM | '
-             + ' | '.join(SHARPNESS_NAMES.values()) + ' |',
-             '|---|---|---|---|' + '---|' * len(SHARPNESS_NAMES)]
-    for label, row in zip(names, rows):
-        cells = [label] + [f'{row[key]:.4f}' if key in row else '-'
-                           for key in ('psnr', 'ssim', 'ms_ssim')]
-        cells += [f'{row[key + "_ratio"]:.3f}' for key in SHARPNESS_NAMES]
-        lines.append('| ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines) + '\n'
+def labels_for(modeldirs, labels):
+    """The row labels: --labels, or each model folder's parent folder name."""
+    found = labels.split(',') if labels else [
+        os.path.basename(os.path.dirname(os.path.abspath(d))) for d in modeldirs]
+    if len(found) != len(modeldirs):
+        raise UserError(f'{len(found)} labels for {len(modeldirs)} model folders: give one '
+                        f'--labels entry per folder')
+    return found
 
 
-def parse_args(argv):
-    """The command line (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('modeldirs', nargs='+', help='the models\' --modeldir folders')
-    parser.add_argument('--labels', default='', help='comma-separated row labels (default: '
-                        'the folder names)')
-    parser.add_argument('--out', default='comparison', help='folder of the figure and table '
-                        '(default: comparison)')
-    parser.add_argument('--name', default='comparison', help='file name of the figure (.png) '
-                        'and table (.md) (default: comparison)')
-    parser.add_argument('--num_images', type=int, default=12, help='test images in the figure '
-                        '(default: 12)')
-    parser.add_argument('--control_images', type=int, default=2000, help='test images of the '
-                        'noise control (default: 2000)')
-    parser.add_argument('--step', type=int, default=0, help='checkpoint step of every model '
-                        '(default: 0 = each one\'s latest)')
-    args = parser.parse_args(argv)
-    labels = args.labels.split(',') if args.labels else [
-        os.path.basename(os.path.dirname(os.path.abspath(d))) for d in args.modeldirs]
-    if len(labels) != len(args.modeldirs):
-        parser.error(f'{len(labels)} labels for {len(args.modeldirs)} model folders')
-    if args.num_images <= 0 or args.control_images <= 0:
-        parser.error('--num_images and --control_images must be positive')
-    args.labels = labels
-    return args
-
-
-def run(argv=None):
-    """Command-line entry: one error line and exit status 2 for wrong input."""
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+def run(argv):
+    """Command-line entry (argv: the program name and the model folders, flags parsed):
+    one error line and exit status 2 for wrong input."""
     try:
-        paths = compare(args.modeldirs, args.labels, args.out, args.name, args.num_images,
-                        args.step, control_images=args.control_images)
+        modeldirs = argv[1:]
+        if not modeldirs:
+            raise UserError('no model folders: python compare.py [flags] MODELDIR...')
+        if FLAGS.num_images <= 0 or FLAGS.control_images <= 0:
+            raise UserError('--num_images and --control_images must be positive')
+        paths = compare(modeldirs, labels_for(modeldirs, FLAGS.labels), FLAGS.out, FLAGS.name,
+                        FLAGS.num_images, FLAGS.step, control_images=FLAGS.control_images)
     except UserError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
@@ -292,4 +138,4 @@ def run(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(run())
+    app.run(run, flags_parser=main.flags_parser('python compare.py'))

@@ -1,6 +1,8 @@
-"""HDF5 image reading: shuffled, streamed, prefetched batches in [-1, 1].
+"""HDF5 image reading for training: shuffled, streamed, prefetched batches in [-1, 1].
 
-A data file holds one dataset `images`: uint8, [N, height, width, channel].
+A data file holds one dataset `images`: uint8, [N, height, width, channel]
+(utils.data.hdf5_images checks it against the flags and reads it in file order,
+for validation and evaluation).
 
 Training order. The reader walks an endless stream that is the concatenation
 of one permutation of range(N) per epoch; the permutation of epoch e is drawn
@@ -19,15 +21,13 @@ blocks (the access pattern a block-shuffling buffer would use). A background
 thread assembles batches into a bounded queue so that reading overlaps the
 training step.
 """
-import os
 import queue
 import threading
 
 import h5py
 import numpy as np
 
-from utils.data.hdf5_images import (DATASET, DataError, open_images,  # noqa: F401
-                                     sequential_batches, to_float)
+from utils.data.hdf5_images import DataError, open_images, to_float
 
 DEFAULT_MEMORY_LIMIT_MB = 512  # files up to this size are loaded whole
 

@@ -41,7 +41,7 @@ def server_for(plan):
                             task_index=plan.task_index)
 
 
-def session_config(plan, base=None):
+def device_filters(plan, base=None):
     """A session config that only reaches the parameter servers and this task, so that a
     worker never waits for another worker (one that is down, or not started)."""
     config = tf1.ConfigProto() if base is None else base
@@ -68,7 +68,7 @@ def serve(plan):
     with graph.as_default():
         everyone = _finished_queue(plan.task_index, plan.num_workers).dequeue_many(
             plan.num_workers)
-    with tf1.Session(server.target, graph=graph, config=session_config(plan)) as sess:
+    with tf1.Session(server.target, graph=graph, config=device_filters(plan)) as sess:
         finished = sess.run(everyone)
     print(f'parameter server {plan.task_index}: workers {sorted(finished.tolist())} finished; '
           f'exiting', flush=True)
@@ -80,7 +80,7 @@ def _report_finished(server, plan):
     with graph.as_default():
         reports = [_finished_queue(index, plan.num_workers).enqueue(plan.task_index)
                    for index in range(len(plan.ps_hosts))]
-    with tf1.Session(server.target, graph=graph, config=session_config(plan)) as sess:
+    with tf1.Session(server.target, graph=graph, config=device_filters(plan)) as sess:
         sess.run(reports)
 
 
@@ -147,7 +147,7 @@ class WorkerTraining:
         every POLL_S seconds, where the monitored session would wait 30 s between checks."""
         waited = time.perf_counter()
         with tf1.Session(server.target, graph=self.runner.graph,
-                         config=session_config(self.plan)) as sess:
+                         config=device_filters(self.plan)) as sess:
             while len(sess.run(self.uninitialized)):
                 if time.perf_counter() - waited > WAIT_FOR_CHIEF_S:
                     raise UserError(f'the chief (worker 0, {self.plan.worker_hosts[0]}) has not '
@@ -167,7 +167,7 @@ class WorkerTraining:
             master=server.target, is_chief=plan.is_chief, scaffold=scaffold, hooks=hooks,
             checkpoint_dir=None, save_checkpoint_secs=None, save_checkpoint_steps=None,
             save_summaries_steps=None, save_summaries_secs=None, log_step_count_steps=0,
-            config=session_config(plan, runner.session_config),
+            config=device_filters(plan, runner.session_config),
             stop_grace_period_secs=STOP_GRACE_S, max_wait_secs=WAIT_FOR_CHIEF_S)
 
     def train(self):

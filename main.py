@@ -111,10 +111,12 @@ flags.DEFINE_boolean('sync_replicas', False, 'cluster: average one gradient per 
                      'each update (SyncReplicasOptimizer); false = asynchronous updates')
 flags.DEFINE_enum('action', 'train', ACTIONS, 'what to do')
 
+flags.adopt_module_key_flags(data_flags)  # listed by --helpshort with main.py's own
+
 FLAGS = flags.FLAGS
 # Every flag of a run, in order: what a run saves in flags.json.
-FLAG_NAMES = tuple(flag.name for flag in FLAGS.get_key_flags_for_module(sys.modules[__name__])
-                   ) + data_flags.names()
+FLAG_NAMES = tuple(dict.fromkeys(
+    flag.name for flag in FLAGS.get_key_flags_for_module(sys.modules[__name__])))
 
 
 def config_from_flags():
@@ -239,14 +241,17 @@ def _run_in_cluster(conf, plan):
     return distributed.train_worker(conf, plan)
 
 
-def parse_flags(argv):
-    """absl's flag parsing, where a wrong flag (unknown, malformed, a value out of its
-    choices, a missing --flagfile) ends as every wrong input does: one line, exit 2."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as err:
-        print(f'error: {err} (python main.py --helpfull lists the flags)', file=sys.stderr)
-        sys.exit(2)
+def flags_parser(command='python main.py'):
+    """absl's flag parsing for app.run, where a wrong flag (unknown, malformed, a value
+    out of its choices, a missing --flagfile) ends as every wrong input does: one line
+    naming `command`'s help, exit status 2."""
+    def parse(argv):
+        try:
+            return FLAGS(argv)
+        except flags.Error as err:
+            print(f'error: {err} ({command} --helpfull lists the flags)', file=sys.stderr)
+            sys.exit(2)
+    return parse
 
 
 def main(argv):
@@ -270,4 +275,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=flags_parser())

@@ -28,6 +28,7 @@ tf1 = tf.compat.v1
 MIN_STD = 1e-4  # floor of q(z|x)'s standard deviation, keeps log(std) finite
 RESNET_BLOCKS = 5  # residual blocks of the resnet refiner (as the reference code)
 RESNET_WIDTH = 4  # the resnet refiner's channels, in multiples of start_channel_num
+RESNET_WIDEN = 4  # the resnet refiner's widening conv: this many times its width
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,8 +162,8 @@ def resnet(image, width, options, training):
     # long skip: [b, h, w, width] => [b, h, w, width]
     x = ops.batch_norm(ops.conv2d(x, width, 'merge', options, bias=False), training,
                        'merge_bn', options) + first
-    # [b, h, w, width] => [b, h, w, 4·width] => [b, h, w, width]
-    x = ops.conv_bn_lrelu(x, 4 * width, training, 'wide', options)
+    # [b, h, w, width] => [b, h, w, RESNET_WIDEN·width] => [b, h, w, width]
+    x = ops.conv_bn_lrelu(x, RESNET_WIDEN * width, training, 'wide', options)
     x = ops.conv_bn_lrelu(x, width, training, 'narrow', options)
     # [b, h, w, width] => [b, h, w, c]
     out = ops.conv2d(x, int(image.shape[-1]), 'to_image', options)

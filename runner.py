@@ -19,6 +19,7 @@ import data_reader
 import network
 import ops
 import towers
+from utils.data import hdf5_images
 from utils.evaluation import feature_metrics, measure
 from utils.run import checkpoints, images
 from utils.run.cluster import worker_seed
@@ -113,7 +114,7 @@ class Runner:
             with network.device_scope(setter):
                 self.net = network.build(self.model, build_options(conf),
                                          training_setup(conf, replicas))
-            self._add_run_ops()
+                self._add_run_ops()
             if replicas is None:  # a MonitoredSession adds its own ops, then finalizes
                 self.graph.finalize()
         self.session_config = session_config(conf)
@@ -260,7 +261,7 @@ class Runner:
     def test_batches(self, limit):
         """Float batches of the first `limit` test images, in file order."""
         conf, model = self.conf, self.model
-        return data_reader.sequential_batches(os.path.join(conf.data_dir, conf.test_data),
+        return hdf5_images.sequential_batches(os.path.join(conf.data_dir, conf.test_data),
                                               model.height, model.width, model.channel,
                                               conf.batch, limit=limit)
 
@@ -291,12 +292,12 @@ def validate(runner, writer, step):
     """Writes valid/ scalars over valid_images and image grids to TensorBoard."""
     conf, model = runner.conf, runner.model
     path = os.path.join(conf.data_dir, conf.valid_data)
-    batches = data_reader.sequential_batches(path, model.height, model.width, model.channel,
+    batches = hdf5_images.sequential_batches(path, model.height, model.width, model.channel,
                                              conf.batch, limit=conf.valid_images)
     metrics = runner.evaluate_metrics(batches)
     values = [tf1.Summary.Value(tag=f'valid/{name}', simple_value=value)
               for name, value in metrics.items()]
-    first = next(data_reader.sequential_batches(path, model.height, model.width,
+    first = next(hdf5_images.sequential_batches(path, model.height, model.width,
                                                 model.channel, GRID_IMAGES))
     reconstructions = runner.sess.run(runner.net.stage_outputs, {runner.net.images: first})
     grids = {'valid/reconstructions': images.stage_grid(reconstructions, per_row=8,
@@ -336,13 +337,14 @@ def train_loop(runner, role, start, session, stop, should_stop=lambda: False):
     or should_stop()), with the chief's periodic summaries, validation and saves.
 
     session: what runs the training steps (the runner's session, or a cluster
-    worker's monitored session). Raises UserError at a non-finite loss. Returns
-    (last step, steps run by this process, prefix of the last checkpoint or None).
+    worker's monitored session). The chief saves the last step when the loop ends
+    (on a signal too). Raises UserError at a non-finite loss. Returns (last step,
+    steps run by this process, prefix of the last checkpoint or None).
     """
     conf = runner.conf
     model = runner.model
-    writer = (tf1.summary.FileWriter(conf.logdir, runner.graph if start == 0 else None)
-              if role.is_chief else None)
+    graph = runner.graph if start == 0 and not role.shared_step else None
+    writer = tf1.summary.FileWriter(conf.logdir, graph) if role.is_chief else None
     reader = data_reader.BatchReader(
         os.path.join(conf.data_dir, conf.train_data), model.height, model.width,
         model.channel, conf.batch, worker_seed(conf.random_seed, role.task_index),
@@ -376,8 +378,9 @@ def train_loop(runner, role, start, session, stop, should_stop=lambda: False):
         reader.close()
         if writer is not None:
             writer.close()
-    if role.is_chief and step > start and (saved is None or saved[0] != step):
-        saved = (step, save_with_samples(runner, step))
+    if role.is_chief and (saved is None or saved[0] != step):
+        # a signal's save is the checkpoint alone, as the steps' samples were not due
+        saved = (step, runner.save() if stop.signum else save_with_samples(runner, step))
     return step, local_steps, saved[1] if saved else None
 
 
@@ -397,8 +400,6 @@ def train(runner):
     with StopRequests() as stop:
         step, _, prefix = train_loop(runner, SINGLE_PROCESS, start, runner.sess, stop)
         if stop.signum:
-            if prefix is None:
-                prefix = runner.save()
             print(f'stopped by {stop.name} at step {step}: saved {prefix}; run '
                   f'the same command to resume')
             raise TrainingStopped(stop.signum)
@@ -454,7 +455,7 @@ def evaluate(runner):
     prior samples; writes modeldir/evaluation-STEP.json and prints a table."""
     conf, model = runner.conf, runner.model
     step = runner.restore_for('evaluate')
-    handle, test_images = data_reader.open_images(
+    handle, test_images = hdf5_images.open_images(
         os.path.join(conf.data_dir, conf.test_data), model.height, model.width, model.channel)
     test_count = min(conf.eval_samples, test_images.shape[0])
     handle.close()

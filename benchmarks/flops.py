@@ -14,10 +14,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import main  # noqa: E402  (defines the model flags)
+from network import RESNET_BLOCKS, RESNET_WIDEN, RESNET_WIDTH  # noqa: E402
 from utils.run import stages  # noqa: E402
 from utils.run.shapes import level_sizes  # noqa: E402
-
-RESNET_BLOCKS, RESNET_WIDTH = 5, 4  # as network.py
 
 
 def conv(size, kernel, cin, cout):
@@ -82,7 +81,8 @@ def resnet(conf, size):
     total = conv(size, 5, conf.channel, width)
     total += RESNET_BLOCKS * 2 * conv(size, 3, width, width)
     total += conv(size, 3, width, width)  # the long skip's conv
-    total += conv(size, 3, width, 4 * width) + conv(size, 3, 4 * width, width)
+    wide = RESNET_WIDEN * width
+    total += conv(size, 3, width, wide) + conv(size, 3, wide, width)
     return total + conv(size, 3, width, conf.channel)
 
 

@@ -26,8 +26,8 @@ sys.path.insert(0, ROOT)
 import tensorflow as tf  # noqa: E402
 
 from utils.evaluation import inception, inception_weights  # noqa: E402
+from utils.run import tf_setup  # noqa: E402
 
-tf.compat.v1.disable_eager_execution()
 REFERENCE_VALUES = 16  # feature values per image stored for the test
 
 
@@ -123,4 +123,5 @@ def main():
 
 
 if __name__ == '__main__':
+    tf_setup.setup()
     main()

@@ -22,8 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tensorflow as tf  # noqa: E402
 
 from utils.evaluation import inception, inception_weights  # noqa: E402
+from utils.run import tf_setup  # noqa: E402
 
-tf.compat.v1.disable_eager_execution()
 
 
 def parse_size(text):
@@ -65,4 +65,5 @@ def main():
 
 
 if __name__ == '__main__':
+    tf_setup.setup()
     main()

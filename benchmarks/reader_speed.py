@@ -25,6 +25,7 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 
 import data_reader  # noqa: E402
+from utils.data import hdf5_images  # noqa: E402
 import main  # noqa: E402  (defines the model flags)
 
 flags.DEFINE_float('seconds', 10.0, 'length of one timed run')
@@ -69,8 +70,8 @@ def block(images, count, batch, rng):
 
 def training_rate(conf):
     """Training steps/s of the flags' model on one constant random batch."""
-    network = main.import_network_quietly()
-    model = network.MSVAE(conf)
+    runner = main.load_tensorflow_quietly()
+    model = runner.Runner(conf)
     model.sess.run(model.init_op)
     batch = np.random.default_rng(0).uniform(
         -1, 1, (conf.batch, conf.height, conf.width, conf.channel)).astype(np.float32)
@@ -88,7 +89,7 @@ def training_rate(conf):
 def run(_):
     conf = main.config_from_flags()
     path = os.path.join(conf.data_dir, conf.train_data)
-    handle, images = data_reader.open_images(path, conf.height, conf.width, conf.channel)
+    handle, images = hdf5_images.open_images(path, conf.height, conf.width, conf.channel)
     count, size_mb = images.shape[0], images.size / 2 ** 20
     print(f'{path}: {count} images {conf.height}x{conf.width}x{conf.channel} '
           f'({size_mb:.0f} MB, chunks {images.chunks}), batch {conf.batch}, '

@@ -22,6 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 import main  # noqa: E402  (defines the model flags)
+from network import MIN_STD, RESNET_BLOCKS, RESNET_WIDEN, RESNET_WIDTH  # noqa: E402
+from ops import BN_DECAY, BN_EPSILON, LEAK  # noqa: E402
 from utils.run import stages  # noqa: E402
 from utils.run.shapes import level_sizes  # noqa: E402
 
@@ -30,7 +32,7 @@ flags.DEFINE_integer('warmup', 5, 'untimed training steps first')
 flags.DEFINE_boolean('channels_last', False, 'NHWC memory layout (PyTorch\'s default is NCHW)')
 flags.DEFINE_string('label', '', 'name of this configuration in the output')
 
-LEAK, BN_MOMENTUM, BN_EPSILON, MIN_STD = 0.2, 0.01, 1e-5, 1e-4  # as ops.py / network.py
+BN_MOMENTUM = 1 - BN_DECAY  # PyTorch's momentum is the weight of the batch's value
 
 
 def build(torch, conf):
@@ -130,13 +132,13 @@ def build(torch, conf):
     class ResNet(nn.Module):
         def __init__(self, _size):
             super().__init__()
-            width = 4 * conf.start_channel_num
+            width = RESNET_WIDTH * conf.start_channel_num
             self.inp = conv_bn_lrelu(conf.channel, width, kernel=5)
-            self.blocks = nn.Sequential(*[Residual(width) for _ in range(5)])
+            self.blocks = nn.Sequential(*[Residual(width) for _ in range(RESNET_BLOCKS)])
             self.merge = nn.Sequential(nn.Conv2d(width, width, 3, 1, 1, bias=False),
                                        nn.BatchNorm2d(width, BN_EPSILON, BN_MOMENTUM))
-            self.tail = nn.Sequential(conv_bn_lrelu(width, 4 * width),
-                                      conv_bn_lrelu(4 * width, width),
+            self.tail = nn.Sequential(conv_bn_lrelu(width, RESNET_WIDEN * width),
+                                      conv_bn_lrelu(RESNET_WIDEN * width, width),
                                       nn.Conv2d(width, conf.channel, 3, 1, 1))
 
         def forward(self, image):

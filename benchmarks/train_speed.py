@@ -39,9 +39,9 @@ def run(_):
     conf = main.config_from_flags()
     main.validate(conf)
     preflight.check_training_data(conf)
-    network = main.import_network_quietly()
+    runner = main.load_tensorflow_quietly()
     import data_reader
-    model = network.MSVAE(conf)
+    model = runner.Runner(conf)
     model.sess.run(model.init_op)
     path = os.path.join(conf.data_dir, conf.train_data)
     windows, per_window = flags.FLAGS.windows, flags.FLAGS.window_steps

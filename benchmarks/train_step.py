@@ -65,7 +65,7 @@ def traced_step(tf, model, batch):
     tf1 = tf.compat.v1
     options = tf1.RunOptions(trace_level=tf1.RunOptions.FULL_TRACE)
     run_meta = tf1.RunMetadata()
-    model.sess.run(model.train_op, {model.images: batch, model.training: True},
+    model.sess.run(model.net.train_op, {model.net.images: batch, model.net.training: True},
                    options=options, run_metadata=run_meta)
     return run_meta
 
@@ -98,7 +98,7 @@ def profiled_flops(tf, model, batch):
         sess.run(model.init_op)
         options = tf1.RunOptions(trace_level=tf1.RunOptions.FULL_TRACE)
         run_meta = tf1.RunMetadata()
-        sess.run(model.train_op, {model.images: batch, model.training: True},
+        sess.run(model.net.train_op, {model.net.images: batch, model.net.training: True},
                  options=options, run_metadata=run_meta)
     builder = tf1.profiler.ProfileOptionBuilder
     opts = builder(builder.float_operation()).with_empty_output().build()
@@ -118,9 +118,9 @@ def profiled_flops(tf, model, batch):
 def measure(conf, steps, warmup, matmul_size, predict_batch):
     """All the numbers of one configuration, as a dict."""
     import numpy as np
-    network = main.import_network_quietly()
+    runner = main.load_tensorflow_quietly()
     import tensorflow as tf
-    model = network.MSVAE(conf)
+    model = runner.Runner(conf)
     model.sess.run(model.init_op)
     rng = np.random.default_rng(0)
     batch = rng.uniform(-1, 1, (conf.batch, conf.height, conf.width, conf.channel)).astype(
@@ -130,10 +130,10 @@ def measure(conf, steps, warmup, matmul_size, predict_batch):
     step_s = median_seconds(lambda: model.train_step(batch), steps)
     all_flops, dense_flops = profiled_flops(tf, model, batch)
     breakdown = time_by_op_type(traced_step(tf, model, batch))
-    z = network.prior_samples(conf.random_seed, predict_batch, conf.latent_len)
-    model.sess.run(model.sample_outputs, {model.prior_z: z})
-    predict_s = median_seconds(lambda: model.sess.run(model.sample_outputs,
-                                                      {model.prior_z: z}), 5)
+    z = runner.prior_samples(conf.random_seed, predict_batch, conf.latent_len)
+    model.sess.run(model.net.sample_outputs, {model.net.prior_z: z})
+    predict_s = median_seconds(lambda: model.sess.run(model.net.sample_outputs,
+                                                      {model.net.prior_z: z}), 5)
     config = getattr(model, 'session_config', None)
     model.close()
     peak = matmul_gflops(tf, config, matmul_size)

@@ -46,5 +46,5 @@ for entry in "${MODELS[@]}"; do
   modeldirs+=("$run/model")
 done
 
-"$PYTHON" -m utils.compare --labels="VAE,deep residual VAE,MSVAE" --out="$OUT" \
+"$PYTHON" compare.py --labels="VAE,deep residual VAE,MSVAE" --out="$OUT" \
   --name=paper_comparison "${modeldirs[@]}"

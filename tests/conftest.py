@@ -2,15 +2,17 @@
 import os
 import sys
 
-import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import main  # noqa: E402
+from utils.run import tf_setup  # noqa: E402
 from helpers import blob_images  # noqa: E402
 from utils.data.hdf5_writer import write_images  # noqa: E402
+
+tf_setup.setup()  # graph mode, as main.py runs
 
 
 @pytest.fixture(scope='session', autouse=True)
@@ -44,7 +46,7 @@ def tiny_data(tmp_path):
 
 @pytest.fixture
 def tiny_conf(tmp_path, tiny_data):
-    """make(**overrides) => a Config of a tiny model on tiny_data, outputs under tmp_path."""
+    """make(**overrides) => a RunConfig of a tiny model on tiny_data, outputs under tmp_path."""
     def make(**overrides):
         values = dict(TINY, data_dir=str(tiny_data), modeldir=str(tmp_path / 'model'),
                       logdir=str(tmp_path / 'log'), sampledir=str(tmp_path / 'samples'))

@@ -1,9 +1,10 @@
 """The checkpoint files of modeldir: publishing, pruning and cleaning up after a crash."""
+import json
 import os
 
 import pytest
 
-from utils.run import checkpoints
+from utils.run import atomic, checkpoints
 
 
 def fake_checkpoint(folder, name):
@@ -54,3 +55,17 @@ def test_find_checkpoint(tmp_path):
     assert checkpoints.find_checkpoint(str(tmp_path), 'm', 4) == str(tmp_path / 'm-4')
     with pytest.raises(checkpoints.UserError, match='saved steps: 4, 12'):
         checkpoints.find_checkpoint(str(tmp_path), 'm', 5)
+
+
+def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_partial(tmp_path):
+    path = tmp_path / 'result.json'
+    atomic.write_json(str(path), {'a': 1}, indent=1)
+    assert json.loads(path.read_text()) == {'a': 1}
+    with pytest.raises(OSError, match='disk full'):
+        with atomic.replacing(str(path)) as partial:
+            with open(partial, 'w') as handle:
+                handle.write('{"a": ')  # half written, then the disk fills
+            assert os.path.exists(partial) and partial != str(path)
+            raise OSError('disk full')
+    assert json.loads(path.read_text()) == {'a': 1}
+    assert os.listdir(tmp_path) == ['result.json']

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 import data_reader
 import main
-import network
+import runner
 from conftest import ROOT, TINY
 from utils.run import cluster
 from utils.run.errors import UserError
@@ -138,7 +138,7 @@ def test_asynchronous_workers_train_together_and_everyone_exits(local_cluster, t
     conf = main.default_config(**dict(TINY, data_dir=data_dir, modeldir=str(run.root / 'model')))
     with data_reader.BatchReader(os.path.join(data_dir, 'train.h5'), 16, 16, 1, 16, 5) as reader:
         batch = reader.next_batch()
-    trained, fresh = network.MSVAE(conf), network.MSVAE(conf)
+    trained, fresh = runner.Runner(conf), runner.Runner(conf)
     assert trained.restore(0) == saved[-1]
     fresh.sess.run(fresh.init_op)
     assert trained.evaluate_metrics([batch])['total'] < \

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import data_reader
+from utils.data import hdf5_images
 from utils.data.hdf5_writer import write_images
 
 N = 50  # images; the batch of 16 does not divide it, so batches cross epochs
@@ -75,7 +76,7 @@ def test_chunk_reads_with_several_images_per_chunk(numbered):
 
 
 def test_sequential_batches_in_file_order(numbered):
-    batches = list(data_reader.sequential_batches(numbered, 4, 3, 1, 16, limit=40))
+    batches = list(hdf5_images.sequential_batches(numbered, 4, 3, 1, 16, limit=40))
     assert [len(b) for b in batches] == [16, 16, 8]
     np.testing.assert_array_equal(np.concatenate([ids_of(b) for b in batches]), np.arange(40))
 
@@ -109,8 +110,8 @@ def test_clear_errors(tmp_path, content, message):
         path.write_bytes(b'not hdf5 at all')
     elif content is not None:
         make_file(path, **content)
-    with pytest.raises(data_reader.DataError, match=message.replace('[', r'\[')):
-        data_reader.open_images(str(path), 4, 3, 1)
+    with pytest.raises(hdf5_images.DataError, match=message.replace('[', r'\[')):
+        hdf5_images.open_images(str(path), 4, 3, 1)
 
 
 def test_a_read_failing_mid_run_is_a_clear_error(numbered):
@@ -127,7 +128,7 @@ def test_a_read_failing_mid_run_is_a_clear_error(numbered):
     try:
         reader.next_batch()
         reader._images, reader._read = FailingImages(), data_reader.read_rows
-        with pytest.raises(data_reader.DataError, match='reading .*numbered.h5 failed.*recreate'):
+        with pytest.raises(hdf5_images.DataError, match='reading .*numbered.h5 failed.*recreate'):
             for _ in range(5):
                 reader.next_batch()
     finally:

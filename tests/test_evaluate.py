@@ -2,6 +2,8 @@
 import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,18 +11,18 @@ from PIL import Image
 from scipy import stats
 
 import main
+from conftest import ROOT
 from helpers import blob_images
-import compare
-from utils.evaluation import fid, inception, measure, metrics
-from utils.run import checkpoints
 from utils.data.hdf5_writer import write_images
+from utils.evaluation import comparison, fid, inception, measure, metrics
+from utils.run import checkpoints, config
 
 FINITE_KEYS = ('psnr', 'ssim', 'ms_ssim')
 
 
 @pytest.fixture
 def trained(tiny_conf, tiny_data):
-    """make(**flags) => the Config of a tiny model trained 10 steps, with a test split."""
+    """make(**flags) => the RunConfig of a tiny model trained 10 steps, with a test split."""
     write_images(str(tiny_data / 'test.h5'), blob_images(40, seed=4))
 
     def make(**overrides):
@@ -33,7 +35,7 @@ def trained(tiny_conf, tiny_data):
 def as_action(conf, action, **overrides):
     values = conf.as_dict()
     values.update(action=action, **overrides)
-    return main.Config(**values)
+    return config.RunConfig(**values)
 
 
 def test_dequantized_nll_against_monte_carlo():
@@ -86,8 +88,8 @@ def test_evaluate_json_matches_the_graph_metrics(trained):
                 ratio = entry[kind][name] / entry['real'][name]
                 assert entry[kind][f'{name}_ratio'] == pytest.approx(ratio)
     # the same test images through the graph's own TensorFlow metrics
-    network = main.import_network_quietly()
-    model = network.MSVAE(conf)
+    runner = main.load_tensorflow_quietly()
+    model = runner.Runner(conf)
     model.restore(10)
     graph = model.evaluate_metrics(model.test_batches(24))
     model.close()
@@ -113,8 +115,8 @@ def test_evaluate_writes_fid_kid_precision_recall_of_the_final_stage(trained):
         assert 0 <= entry['precision'] <= 1 and 0 <= entry['recall'] <= 1
     # the same numbers from the final stage's reconstructions, computed here batch by
     # batch as evaluate does (ε is drawn per batch from the seed and the step)
-    network = main.import_network_quietly()
-    model = network.MSVAE(conf)
+    runner = main.load_tensorflow_quietly()
+    model = runner.Runner(conf)
     model.restore(10)
     batches = list(model.test_batches(24))
     tests = np.concatenate(batches)
@@ -146,22 +148,28 @@ def test_evaluate_coarse_to_fine_sizes(trained):
         assert grid.size == (4 * 16 + 3 * 2, 3 * 16 + 2 * 2)  # stage 1 shown enlarged
 
 
+def compare_command(*args):
+    """python compare.py ARGS..., as a user runs it."""
+    return subprocess.run([sys.executable, os.path.join(ROOT, 'compare.py'), *args],
+                          capture_output=True, text=True, timeout=600)
+
+
 def test_compare_writes_figure_and_table(trained, tmp_path):
     vae = trained(num_stages=1, decoder='plain', modeldir=str(tmp_path / 'vae'),
                   eval_samples=24)
     msvae = trained(num_stages=2, modeldir=str(tmp_path / 'msvae'), eval_samples=24)
     out = tmp_path / 'out'
-    status = compare.run([vae.modeldir, msvae.modeldir, '--labels=VAE,MSVAE', f'--out={out}',
-                          '--num_images=5', '--name=side'])
-    assert status == 0
+    done = compare_command(vae.modeldir, msvae.modeldir, '--labels=VAE,MSVAE', f'--out={out}',
+                           '--num_images=5', '--name=side')
+    assert done.returncode == 0, done.stderr
     for conf in (vae, msvae):  # computed because they were missing
         assert os.path.exists(checkpoints.evaluation_path(conf.modeldir, 10))
     with Image.open(out / 'side.png') as picture:
         zoom = 3
-        assert picture.size == (compare.LABEL_WIDTH + zoom * (5 * 16 + 4 * 2),
+        assert picture.size == (comparison.LABEL_WIDTH + zoom * (5 * 16 + 4 * 2),
                                 zoom * (3 * 16 + 2 * 2))
         pixels = np.asarray(picture.convert('L'))
-    assert pixels[:, :compare.LABEL_WIDTH].min() < 100  # the labels are drawn
+    assert pixels[:, :comparison.LABEL_WIDTH].min() < 100  # the labels are drawn
     table = (out / 'side.md').read_text()
     rows = [line.split(' | ')[0] for line in table.splitlines() if line.startswith('| ')]
     # reconstructions, samples, FID and control tables
@@ -175,9 +183,11 @@ def test_compare_writes_figure_and_table(trained, tmp_path):
     assert f'| MSVAE | {saved["inception"]["samples"]["fid"]:.2f} |' in table
 
 
-def test_compare_refuses_a_folder_without_a_model(tmp_path, capsys):
-    assert compare.run([str(tmp_path / 'nothing'), f'--out={tmp_path / "out"}']) == 2
-    assert 'holds no trained model' in capsys.readouterr().err
+def test_compare_refuses_a_folder_without_a_model(tmp_path):
+    done = compare_command(str(tmp_path / 'nothing'), f'--out={tmp_path / "out"}')
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f'error: {tmp_path / "nothing"} holds no trained model (flags.json missing)']
 
 
 
@@ -186,8 +196,8 @@ def test_noise_control_matches_the_goal_and_costs_fidelity():
     blurred = np.stack([targets[i - 1] * 0.3 + targets[i] * 0.7 for i in range(30)])
     real = metrics.laplacian_variance(targets).mean()
     start = metrics.laplacian_variance(blurred).mean() / real
-    std, noisy = compare.noise_to_match(blurred, targets, goal=3 * start)
+    std, noisy = comparison.noise_to_match(blurred, targets, goal=3 * start)
     assert std > 0
     assert metrics.laplacian_variance(noisy).mean() / real == pytest.approx(3 * start, rel=1e-3)
     assert metrics.psnr(targets, noisy).mean() < metrics.psnr(targets, blurred).mean()
-    assert compare.noise_to_match(blurred, targets, goal=start / 2)[0] == 0.0
+    assert comparison.noise_to_match(blurred, targets, goal=start / 2)[0] == 0.0

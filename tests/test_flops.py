@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import network
+import runner
 from benchmarks import flops
 from benchmarks.train_step import profiled_flops
 
@@ -19,7 +19,7 @@ from benchmarks.train_step import profiled_flops
 ])
 def test_analytic_count_matches_the_profiler(tiny_conf, options):
     conf = tiny_conf(**options)
-    model = network.MSVAE(conf)
+    model = runner.Runner(conf)
     model.sess.run(model.init_op)
     batch = np.zeros((conf.batch, conf.height, conf.width, conf.channel), np.float32)
     _, dense = profiled_flops(tf, model, batch)

@@ -9,6 +9,8 @@ import tensorflow as tf
 
 import data_reader
 import network
+import ops
+import runner
 from helpers import blob_images
 from utils.run import checkpoints
 from utils.run.errors import UserError
@@ -31,7 +33,7 @@ def output_shape(build, shape):
 @pytest.mark.parametrize('depth', [2, 3, 4, 5])
 @pytest.mark.parametrize('shape', [(32, 32, 3), (40, 36, 1), (45, 33, 3)])
 def test_unet_keeps_the_shape(depth, shape):
-    values = output_shape(lambda x: network.unet(x, depth, 4, False), shape)
+    values = output_shape(lambda x: network.unet(x, depth, 4, ops.DEFAULT_OPTIONS, False), shape)
     assert values.shape == (2, *shape)
     assert np.all(np.abs(values) <= 1)  # tanh output
 
@@ -42,8 +44,9 @@ def test_encoder_and_decoder_shapes(shape, depth, tiny_conf):
                      latent_len=6)
 
     def build(x):
-        mean, std = network.encoder(x, conf, True)
-        return mean, std, network.decoder(mean, conf, True, (conf.height, conf.width))
+        mean, std = network.encoder(x, conf.model, ops.DEFAULT_OPTIONS, True)
+        return mean, std, network.decoder(mean, conf.model, ops.DEFAULT_OPTIONS, True,
+                                          (conf.height, conf.width))
     mean, std, image = output_shape(build, shape)
     assert mean.shape == std.shape == (2, 6)
     assert np.all(std > 0)
@@ -51,14 +54,14 @@ def test_encoder_and_decoder_shapes(shape, depth, tiny_conf):
 
 
 def test_prior_samples_are_fixed_by_the_seed():
-    a = network.prior_samples(5, 10, 3)
-    np.testing.assert_array_equal(a, network.prior_samples(5, 10, 3))
-    np.testing.assert_array_equal(a[:4], network.prior_samples(5, 4, 3))
-    assert not np.allclose(a, network.prior_samples(6, 10, 3))
+    a = runner.prior_samples(5, 10, 3)
+    np.testing.assert_array_equal(a, runner.prior_samples(5, 10, 3))
+    np.testing.assert_array_equal(a[:4], runner.prior_samples(5, 4, 3))
+    assert not np.allclose(a, runner.prior_samples(6, 10, 3))
 
 
 def test_loss_falls_over_100_steps(tiny_conf):
-    model = network.MSVAE(tiny_conf(batch=16, start_channel_num=8, learning_rate=3e-3))
+    model = runner.Runner(tiny_conf(batch=16, start_channel_num=8, learning_rate=3e-3))
     model.sess.run(model.init_op)
     batch = blob_images(16, seed=3).astype(np.float32) / 127.5 - 1
     totals, psnrs = [], []
@@ -74,13 +77,13 @@ def test_loss_falls_over_100_steps(tiny_conf):
 def test_inference_mode_does_not_depend_on_the_batch(tiny_conf):
     """Moving averages, not batch statistics, are used outside training: an image's
     reconstruction is the same alone and inside a batch. Training mode differs."""
-    model = network.MSVAE(tiny_conf())
+    model = runner.Runner(tiny_conf())
     model.sess.run(model.init_op)
     data = blob_images(8, seed=4).astype(np.float32) / 127.5 - 1
     for _ in range(3):
         model.train_step(data)
     run = lambda x, training: model.sess.run(  # noqa: E731
-        model.stage_outputs[-1], {model.images: x, model.training: training})
+        model.net.stage_outputs[-1], {model.net.images: x, model.net.training: training})
     np.testing.assert_allclose(run(data, False)[:1], run(data[:1], False), atol=1e-5)
     assert not np.allclose(run(data, True)[:1], run(data[:2], True)[:1], atol=1e-3)
     model.close()
@@ -109,12 +112,12 @@ def test_resume_continues_exactly(tiny_conf, tmp_path):
     def conf(name, max_step):
         return tiny_conf(max_step=max_step, save_step=10, summary_step=1,
                          modeldir=str(tmp_path / name), logdir=str(tmp_path / f'{name}_log'))
-    model = network.MSVAE(conf('straight', 20))
-    assert model.train() == 20
+    model = runner.Runner(conf('straight', 20))
+    assert runner.train(model) == 20
     model.close()
     for max_step in (10, 20):
-        model = network.MSVAE(conf('split', max_step))
-        model.train()
+        model = runner.Runner(conf('split', max_step))
+        runner.train(model)
         model.close()
 
     straight, split = logged_losses(str(tmp_path / 'straight_log')), logged_losses(
@@ -133,7 +136,7 @@ def test_resume_continues_exactly(tiny_conf, tmp_path):
 
 def test_same_seed_gives_the_same_first_20_losses(tiny_conf, tmp_path):
     def first_losses(seed):
-        model = network.MSVAE(tiny_conf(random_seed=seed))
+        model = runner.Runner(tiny_conf(random_seed=seed))
         model.sess.run(model.init_op)
         conf = model.conf
         with data_reader.BatchReader(os.path.join(conf.data_dir, conf.train_data), 16, 16, 1,
@@ -149,9 +152,9 @@ def test_same_seed_gives_the_same_first_20_losses(tiny_conf, tmp_path):
 def test_a_huge_learning_rate_stops_at_the_first_non_finite_loss(tiny_conf):
     conf = tiny_conf(learning_rate=1e6, max_step=50, save_step=1, keep_checkpoints=50,
                      valid_data='')
-    model = network.MSVAE(conf)
+    model = runner.Runner(conf)
     with pytest.raises(UserError, match=r'not finite (at|after) step (\d+)') as caught:
-        model.train()
+        runner.train(model)
     model.close()
     step = int(re.search(r'step (\d+)', str(caught.value)).group(1))
     saved = checkpoints.saved_steps(conf.modeldir, conf.model_name)
@@ -165,29 +168,29 @@ def test_a_huge_learning_rate_stops_at_the_first_non_finite_loss(tiny_conf):
 
 def test_a_bounded_number_of_checkpoints_is_kept_across_restarts(tiny_conf):
     conf = tiny_conf(max_step=6, save_step=1, keep_checkpoints=3, valid_data='')
-    model = network.MSVAE(conf)
-    model.train()
+    model = runner.Runner(conf)
+    runner.train(model)
     model.close()
     assert checkpoints.saved_steps(conf.modeldir, conf.model_name) == [4, 5, 6]
-    conf.max_step = 8
-    model = network.MSVAE(conf)
-    model.train()
+    conf = conf.replace(max_step=8)
+    model = runner.Runner(conf)
+    runner.train(model)
     model.close()
     assert checkpoints.saved_steps(conf.modeldir, conf.model_name) == [6, 7, 8]
 
 
 def test_a_non_finite_loss_stops_training_and_saves_nothing(tiny_conf, monkeypatch):
     conf = tiny_conf(max_step=10, save_step=2, valid_data='')
-    model = network.MSVAE(conf)
+    model = runner.Runner(conf)
     real_step = model.train_step
 
-    def step_that_diverges(batch, with_summary=False):
-        metrics, summary = real_step(batch, with_summary)
+    def step_that_diverges(batch, with_summary=False, session=None):
+        metrics, summary = real_step(batch, with_summary, session)
         if model.step() >= 3:
             metrics = dict(metrics, total=float('nan'))
         return metrics, summary
     monkeypatch.setattr(model, 'train_step', step_that_diverges)
     with pytest.raises(UserError, match='not finite at step 3.*msvae-2'):
-        model.train()
+        runner.train(model)
     model.close()
     assert checkpoints.saved_steps(conf.modeldir, conf.model_name) == [2]

@@ -4,7 +4,6 @@ import pytest
 import scipy.stats
 import tensorflow as tf
 
-import network  # noqa: F401  (disables eager execution, as in the real program)
 import ops
 
 tf1 = tf.compat.v1

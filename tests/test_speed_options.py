@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import main
-import network
+import runner
 import ops
 from helpers import blob_images
 
@@ -20,11 +20,11 @@ def batch_of(count, size=16):
 def outputs_from_checkpoint(conf, prefix, batch, z):
     """Training-mode metrics, inference-mode stage outputs and samples of the model of
     `conf` with the weights of checkpoint `prefix`."""
-    model = network.MSVAE(conf)
+    model = runner.Runner(conf)
     model.saver.restore(model.sess, prefix)
-    train = model.sess.run(model.metrics, {model.images: batch, model.training: True})
-    infer = model.sess.run(model.stage_outputs, {model.images: batch})
-    samples = model.sess.run(model.sample_outputs, {model.prior_z: z})
+    train = model.sess.run(model.net.metrics, {model.net.images: batch, model.net.training: True})
+    infer = model.sess.run(model.net.stage_outputs, {model.net.images: batch})
+    samples = model.sess.run(model.net.sample_outputs, {model.net.prior_z: z})
     model.close()
     return train, infer, samples
 
@@ -34,7 +34,7 @@ def reference(tiny_conf, tmp_path):
     """(conf, checkpoint prefix, batch, z, outputs) of a default-layout model trained a
     few steps, so that batch-norm averages and weights are not at their initial values."""
     conf = tiny_conf(num_stages=2)
-    model = network.MSVAE(conf)
+    model = runner.Runner(conf)
     model.sess.run(model.init_op)
     batch = batch_of(8)
     for _ in range(3):
@@ -42,7 +42,7 @@ def reference(tiny_conf, tmp_path):
     prefix = model.saver.save(model.sess, str(tmp_path / 'ref'), write_meta_graph=False,
                               write_state=False)
     model.close()
-    z = network.prior_samples(1, 4, conf.latent_len)
+    z = runner.prior_samples(1, 4, conf.latent_len)
     return conf, prefix, batch, z, outputs_from_checkpoint(conf, prefix, batch, z)
 
 
@@ -66,8 +66,7 @@ def test_nchw_nearest_resize_matches_tf_image_resize():
         for (h, w), size in (((4, 4), (7, 7)), ((7, 5), (14, 10)), ((3, 6), (5, 11))):
             x = rng.normal(size=(2, h, w, 3)).astype(np.float32)
             expected = tf.image.resize(x, size, method='nearest')
-            with ops.build_options(data_format='NCHW'):
-                got = ops.nearest_resize_nchw(tf.transpose(x, [0, 3, 1, 2]), size)
+            got = ops.nearest_resize_nchw(tf.transpose(x, [0, 3, 1, 2]), size)
             with tf1.Session(graph=graph) as sess:
                 want, have = sess.run([expected, tf.transpose(got, [0, 2, 3, 1])])
             np.testing.assert_array_equal(have, want)
@@ -77,7 +76,7 @@ def test_nchw_nearest_resize_matches_tf_image_resize():
 def test_transposed_upsampling_lands_on_odd_sizes_and_learns(tiny_conf, data_format):
     conf = tiny_conf(height=28, width=28, network_depth=3, upsample='transpose',
                      data_format=data_format)
-    model = network.MSVAE(conf)
+    model = runner.Runner(conf)
     model.sess.run(model.init_op)
     with model.graph.as_default():
         up = [v for v in tf1.trainable_variables('stage1/decoder/up2/')]
@@ -91,7 +90,7 @@ def test_transposed_upsampling_lands_on_odd_sizes_and_learns(tiny_conf, data_for
 
 def test_session_config_carries_threads_and_xla():
     conf = main.default_config(intra_op_threads=3, inter_op_threads=1, xla=True)
-    config = network.session_config(conf)
+    config = runner.session_config(conf)
     assert (config.intra_op_parallelism_threads, config.inter_op_parallelism_threads) == (3, 1)
     assert config.graph_options.optimizer_options.global_jit_level == \
         tf1.OptimizerOptions.ON_1

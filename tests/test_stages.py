@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 import network
+import runner
 from helpers import blob_images
 from utils.run import stages
 
@@ -22,14 +23,14 @@ def trainable(model, scope):
 
 @pytest.mark.parametrize('num_stages', [1, 2, 3])
 def test_num_stages_build_and_learn(tiny_conf, num_stages):
-    model = network.MSVAE(tiny_conf(num_stages=num_stages))
+    model = runner.Runner(tiny_conf(num_stages=num_stages))
     model.sess.run(model.init_op)
     batch = batch_of(8)
     losses = [float(model.train_step(batch)[0]['total']) for _ in range(12)]
     assert losses[-1] < 0.8 * losses[0], losses
     expected = {'kl', 'total'} | {f'stage{k}_{what}' for k in range(1, num_stages + 1)
                                   for what in ('loss', 'psnr')}
-    assert set(model.metrics) == expected
+    assert set(model.net.metrics) == expected
     samples = model.sample(3)
     assert len(samples) == num_stages and all(s.shape == (3, 16, 16, 1) for s in samples)
     scopes = {v.name.split('/')[0] for v in trainable(model, None)}
@@ -41,20 +42,20 @@ def refinement_gradients(model):
     """Gradients of every refinement loss with respect to the stage-1 variables."""
     model.graph._unsafe_unfinalize()  # tf.gradients adds ops to the built graph
     with model.graph.as_default():
-        losses = [model.metrics[f'stage{k}_loss'] for k in range(2, model.conf.num_stages + 1)]
+        losses = [model.net.metrics[f'stage{k}_loss'] for k in range(2, model.conf.num_stages + 1)]
         stage1 = tf1.trainable_variables('stage1/')
         return tf.gradients(tf.add_n(losses), stage1)
 
 
 def test_stage_gradient_off_gives_stage_one_no_refinement_gradient(tiny_conf):
-    joint = network.MSVAE(tiny_conf(num_stages=3))
+    joint = runner.Runner(tiny_conf(num_stages=3))
     assert any(g is not None for g in refinement_gradients(joint))
     joint.close()
-    separate = network.MSVAE(tiny_conf(num_stages=3, stage_gradient=False))
+    separate = runner.Runner(tiny_conf(num_stages=3, stage_gradient=False))
     assert all(g is None for g in refinement_gradients(separate))
     with separate.graph.as_default():  # stage 3's loss reaches stage 3 only
         reached = [v.name.split('/')[0] for v, g in zip(
-            tf1.trainable_variables(), tf.gradients(separate.metrics['stage3_loss'],
+            tf1.trainable_variables(), tf.gradients(separate.net.metrics['stage3_loss'],
                                                     tf1.trainable_variables())) if g is not None]
     assert set(reached) == {'stage3'}
     # and training still moves stage 1 by its own loss
@@ -68,12 +69,12 @@ def test_stage_gradient_off_gives_stage_one_no_refinement_gradient(tiny_conf):
 
 
 def test_refinement_losses_and_weights_against_numpy(tiny_conf):
-    model = network.MSVAE(tiny_conf(num_stages=3, refine_loss='l2',
+    model = runner.Runner(tiny_conf(num_stages=3, refine_loss='l2',
                                     refine_weights=['0.5', '2'], sigma=0.7))
     model.sess.run(model.init_op)
     x = batch_of(8)
     values, outputs, mean, std = model.sess.run(
-        [model.metrics, model.stage_outputs, model.z_mean, model.z_std], {model.images: x})
+        [model.net.metrics, model.net.stage_outputs, model.net.z_mean, model.net.z_std], {model.net.images: x})
     kl = np.mean(0.5 * np.sum(mean ** 2 + std ** 2 - 2 * np.log(std) - 1, axis=1))
     stage1 = np.mean(np.sum((x - outputs[0]) ** 2, axis=(1, 2, 3)) / (2 * 0.7 ** 2))
     stage2 = np.mean(np.sum((x - outputs[1]) ** 2, axis=(1, 2, 3)))
@@ -87,8 +88,8 @@ def test_refinement_losses_and_weights_against_numpy(tiny_conf):
 
 
 def test_decoder_and_refiner_kinds(tiny_conf):
-    plain = network.MSVAE(tiny_conf(num_stages=1, decoder='plain'))
-    residual = network.MSVAE(tiny_conf(num_stages=1, decoder='residual'))
+    plain = runner.Runner(tiny_conf(num_stages=1, decoder='plain'))
+    residual = runner.Runner(tiny_conf(num_stages=1, decoder='residual'))
     plain_names = [v.name for v in trainable(plain, 'stage1/decoder')]
     residual_names = [v.name for v in trainable(residual, 'stage1/decoder')]
     assert not any('/res' in name for name in plain_names)
@@ -97,14 +98,14 @@ def test_decoder_and_refiner_kinds(tiny_conf):
     for model in (plain, residual):
         model.close()
 
-    resnet = network.MSVAE(tiny_conf(refine_net='resnet'))
+    resnet = runner.Runner(tiny_conf(refine_net='resnet'))
     names = [v.name for v in trainable(resnet, 'stage2')]
     assert sum(f'stage2/res{i}/layer1/conv/weights' in ' '.join(names)
                for i in range(network.RESNET_BLOCKS)) == network.RESNET_BLOCKS
     first = trainable(resnet, 'stage2/in/conv/weights')[0]
     assert first.shape.as_list() == [5, 5, 1, network.RESNET_WIDTH * 4]  # start_channel_num 4
     resnet.sess.run(resnet.init_op)
-    out = resnet.sess.run(resnet.stage_outputs, {resnet.images: batch_of(2)})
+    out = resnet.sess.run(resnet.net.stage_outputs, {resnet.net.images: batch_of(2)})
     assert out[1].shape == (2, 16, 16, 1) and np.abs(out[1]).max() <= 1
     resnet.close()
 
@@ -117,11 +118,11 @@ def test_stage_sizes_coarse_to_fine():
 
 
 def test_coarse_to_fine_model(tiny_conf):
-    model = network.MSVAE(tiny_conf(num_stages=3, coarse_scale=2, network_depth=2))
+    model = runner.Runner(tiny_conf(num_stages=3, coarse_scale=2, network_depth=2))
     model.sess.run(model.init_op)
     x = batch_of(4)
     outputs, targets, values = model.sess.run(
-        [model.stage_outputs, model.targets, model.metrics], {model.images: x})
+        [model.net.stage_outputs, model.net.targets, model.net.metrics], {model.net.images: x})
     assert [o.shape[1:3] for o in outputs] == [(4, 4), (8, 8), (16, 16)]
     # each target is the input averaged over 4x4, 2x2 and 1x1 blocks
     for target, block in zip(targets, (4, 2, 1)):

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 import data_reader
 import main
-import network
+import runner
 import towers
 
 tf1 = tf.compat.v1
@@ -25,11 +25,11 @@ def variables_by_suffix(model, suffix):
 
 @pytest.mark.parametrize('count', [2, 4])
 def test_towers_match_one_device_with_the_whole_batch(tiny_conf, count):
-    one = network.MSVAE(tiny_conf())
+    one = runner.Runner(tiny_conf())
     one.sess.run(one.init_op)
     os.makedirs(one.conf.modeldir)
     one.save()
-    several = network.MSVAE(tiny_conf(num_gpus=count))
+    several = runner.Runner(tiny_conf(num_gpus=count))
     assert several.restore(0) == 0  # one checkpoint fits both: the variables are shared
     with data_reader.BatchReader(f'{one.conf.data_dir}/train.h5', 16, 16, 1, 8, 1) as reader:
         batch = reader.next_batch()
@@ -59,9 +59,9 @@ def test_towers_train_a_model_that_one_device_restores(tiny_conf):
     main.run(tiny_conf(num_gpus=2, max_step=30, save_step=30, valid_data=''))
     with data_reader.BatchReader(f'{tiny_conf().data_dir}/train.h5', 16, 16, 1, 8, 5) as reader:
         batch = reader.next_batch()
-    trained = network.MSVAE(tiny_conf())
+    trained = runner.Runner(tiny_conf())
     assert trained.restore(0) == 30
-    untrained = network.MSVAE(tiny_conf())
+    untrained = runner.Runner(tiny_conf())
     untrained.sess.run(untrained.init_op)
     assert trained.evaluate_metrics([batch])['total'] < \
         0.8 * untrained.evaluate_metrics([batch])['total']
@@ -70,7 +70,7 @@ def test_towers_train_a_model_that_one_device_restores(tiny_conf):
 
 
 def test_each_tower_runs_on_its_own_device(tiny_conf):
-    model = network.MSVAE(tiny_conf(num_gpus=2))
+    model = runner.Runner(tiny_conf(num_gpus=2))
     def placed(condition):
         return {(spec.device_type, spec.device_index) for spec in (
             tf.DeviceSpec.from_string(op.device) for op in model.graph.get_operations()

@@ -1,7 +1,5 @@
 """The data flags that main.py and utils.data.prepare_data share (defined once, by
 whichever command loads first), so that one flag file serves both."""
-import sys
-
 from absl import flags
 
 
@@ -23,8 +21,3 @@ def define():
     flags.DEFINE_integer('random_seed', 1234, 'seed of initialisation, data order, noise and '
                          'samples (and of the split of prepare_data)')
 
-
-def names():
-    """The names of the flags define() made, in order."""
-    return tuple(flag.name for flag in
-                 flags.FLAGS.get_key_flags_for_module(sys.modules[__name__]))

@@ -11,6 +11,8 @@ import os
 import h5py
 import numpy as np
 
+from utils.run import atomic
+
 CHUNK_BYTES = 64 * 1024  # about one chunk per 64 KiB: a few MNIST digits per read, one CelebA face
 BLOCK_ROWS = 4096  # images copied per write call
 MAX_ATTRIBUTE_NAMES = 500  # list at most this many skipped files in an attribute (HDF5 keeps
@@ -36,7 +38,7 @@ class ImageFileWriter:
         self.image_shape = tuple(int(n) for n in image_shape)
         self.count = 0
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.temporary = f'{path}.partial-{os.getpid()}'
+        self.temporary = atomic.partial_path(path)
         self._handle = h5py.File(self.temporary, 'w')
         rows = max(1, min(chunk_rows(self.image_shape), expected_count))
         self._images = self._handle.create_dataset(
@@ -63,14 +65,13 @@ class ImageFileWriter:
         for key, value in (attrs or {}).items():
             self._images.attrs[key] = value
         self._handle.close()
-        os.replace(self.temporary, self.path)
+        atomic.publish(self.temporary, self.path)
 
     def close(self):
         """Closes the file; deletes it unless commit() renamed it."""
         if self._handle.id.valid:
             self._handle.close()
-        if os.path.exists(self.temporary):
-            os.remove(self.temporary)
+        atomic.discard(self.temporary)
 
     def __enter__(self):
         return self

@@ -38,6 +38,7 @@ from absl import app, flags
 from PIL import Image
 
 from utils.data import data_flags, image_files, mnist
+from utils.run import atomic
 from utils.run.errors import UserError
 from utils.data.hdf5_writer import MAX_ATTRIBUTE_NAMES, ImageFileWriter
 
@@ -227,10 +228,8 @@ def progress_bar(total):
 
 def write_skipped_list(path, skipped):
     """One line per skipped file: split, path, reason; written atomically."""
-    with open(path + '.partial', 'w') as handle:
-        for split, name, reason in skipped:
-            handle.write(f'{split}\t{name}\t{reason}\n')
-    os.replace(path + '.partial', path)
+    atomic.write_text(path, ''.join(f'{split}\t{name}\t{reason}\n'
+                                    for split, name, reason in skipped))
 
 
 def skipped_list_path(train_output):

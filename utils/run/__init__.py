@@ -1,4 +1,5 @@
-"""Run infrastructure: the frozen model configuration (config), the files of a run in
-modeldir (checkpoints), checks before anything is written (preflight), signals,
-progress bars, atomic writes, TensorFlow's set-up, cluster plans, stage sizes, image
-grids and PNGs, and the one error type (errors)."""
+"""Run infrastructure: the frozen model and run configuration (config), the files of a
+run in modeldir (checkpoints), checks before anything is written (preflight), stopping
+on signals (signals), progress bars (progress), write-then-rename (atomic),
+TensorFlow's set-up (tf_setup), cluster plans (cluster), the stages' sizes and weights
+(stages, shapes), image grids and PNGs (images), and the one error type (errors)."""

@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 
+from utils.run import atomic
 from utils.run.errors import UserError
 
 CONFIG_FILE = 'flags.json'  # the flags of the run, written beside its checkpoints
@@ -118,11 +119,7 @@ def remove_run(modeldir, model_name):
 def save_config(modeldir, config):
     """Writes the run's flags (a dict) to modeldir/flags.json, atomically."""
     os.makedirs(modeldir, exist_ok=True)
-    path = os.path.join(modeldir, CONFIG_FILE)
-    with open(path + '.partial', 'w') as handle:
-        json.dump(config, handle, indent=1, sort_keys=True)
-        handle.write('\n')
-    os.replace(path + '.partial', path)
+    atomic.write_json(os.path.join(modeldir, CONFIG_FILE), config, indent=1, sort_keys=True)
 
 
 def load_config(modeldir):
