@@ -181,7 +181,8 @@ class Runner:
 
         The checkpoint is written under a temporary name and renamed into place
         (checkpoints.publish), so a kill or a full disk during the write leaves
-        the earlier checkpoints as they were.
+        the earlier checkpoints as they were. TensorFlow's `checkpoint` state file
+        then names it (checkpoints.write_state).
         """
         conf = self.conf
         step = self.step()
@@ -199,6 +200,9 @@ class Runner:
                             f'{conf.modeldir} ({reason[:200]}); the earlier checkpoints are '
                             f'intact: free disk space, then run the same command to '
                             f'resume') from None
+        # the state file first lists only what pruning keeps: at any moment it names
+        # whole checkpoints
+        checkpoints.write_state(conf.modeldir, conf.model_name, conf.keep_checkpoints)
         checkpoints.prune(conf.modeldir, conf.model_name, conf.keep_checkpoints)
         return checkpoints.checkpoint_prefix(conf.modeldir, conf.model_name, step)
 

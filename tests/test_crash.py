@@ -38,8 +38,16 @@ def check_latest_checkpoint(modeldir):
     steps = checkpoints.saved_steps(modeldir, 'msvae')
     for index in glob.glob(os.path.join(modeldir, 'msvae-*.index')):
         assert glob.glob(index[:-len('.index')] + '.data-*'), f'{index} without data'
+    state = tf.train.get_checkpoint_state(modeldir)
     if not steps:
+        assert state is None
         return 0
+    # TensorFlow's state file names whole checkpoints only: the newest, or (killed between
+    # publishing a checkpoint and rewriting the file) the one before it
+    listed = [os.path.basename(path) for path in state.all_model_checkpoint_paths]
+    assert set(listed) <= {f'msvae-{step}' for step in steps}
+    assert tf.train.latest_checkpoint(modeldir) in [
+        checkpoints.checkpoint_prefix(modeldir, 'msvae', step) for step in steps[-2:]]
     reader = tf.train.load_checkpoint(checkpoints.checkpoint_prefix(modeldir, 'msvae', steps[-1]))
     for name in reader.get_variable_to_shape_map():
         assert np.all(np.isfinite(reader.get_tensor(name))), name
@@ -87,6 +95,9 @@ def test_kill_nine_at_random_moments_loses_nothing_saved(tiny_data, tmp_path):
     assert finished.returncode == 0, finished.stderr
     assert f'steps {last + 1}..1500 (resumed)' in finished.stdout
     assert check_latest_checkpoint(modeldir) == 1500
+    assert tf.train.latest_checkpoint(modeldir) == os.path.join(modeldir, 'msvae-1500')
+    assert [os.path.basename(path) for path in tf.train.get_checkpoint_state(
+        modeldir).all_model_checkpoint_paths] == ['msvae-1498', 'msvae-1499', 'msvae-1500']
     assert not glob.glob(os.path.join(modeldir, checkpoints.PARTIAL + '*'))
     print(f'{kills} kills, {during_save} during a checkpoint write, last saved step {last}')
 

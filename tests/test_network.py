@@ -177,6 +177,13 @@ def test_a_bounded_number_of_checkpoints_is_kept_across_restarts(tiny_conf):
     runner.train(model)
     model.close()
     assert checkpoints.saved_steps(conf.modeldir, conf.model_name) == [6, 7, 8]
+    # TensorFlow's own tools find them through the state file
+    assert tf.train.latest_checkpoint(conf.modeldir) == os.path.join(conf.modeldir, 'msvae-8')
+    state = tf.train.get_checkpoint_state(conf.modeldir)
+    assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == [
+        'msvae-6', 'msvae-7', 'msvae-8']
+    reader = tf.train.load_checkpoint(conf.modeldir)  # a folder: its latest checkpoint
+    assert reader.get_tensor('global_step') == 8
 
 
 def test_a_non_finite_loss_stops_training_and_saves_nothing(tiny_conf, monkeypatch):

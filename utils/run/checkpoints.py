@@ -9,6 +9,7 @@ from utils.run import atomic
 from utils.run.errors import UserError
 
 CONFIG_FILE = 'flags.json'  # the flags of the run, written beside its checkpoints
+STATE_FILE = 'checkpoint'  # TensorFlow's checkpoint state (tf.train.latest_checkpoint)
 PARTIAL = '.partial-'  # name prefix of a checkpoint while it is being written
 EVALUATION = 'evaluation-{step}.json'  # --action=evaluate's metrics of checkpoint STEP
 
@@ -67,6 +68,24 @@ def publish(modeldir, model_name, step):
     os.replace(source + '.index', target + '.index')
 
 
+def write_state(modeldir, model_name, keep=None):
+    """Writes TensorFlow's checkpoint state file, atomically: the newest whole checkpoint
+    as model_checkpoint_path and the newest `keep` (all when None) as
+    all_model_checkpoint_paths, names relative to modeldir, so that
+    tf.train.latest_checkpoint(modeldir) and tf.train.get_checkpoint_state find them.
+    Without a checkpoint the file is removed."""
+    steps = saved_steps(modeldir, model_name)
+    path = os.path.join(modeldir, STATE_FILE)
+    if not steps:
+        if os.path.exists(path):
+            os.remove(path)
+        return
+    names = [json.dumps(f'{model_name}-{step}', ensure_ascii=False)
+             for step in steps[-keep if keep else 0:]]
+    atomic.write_text(path, f'model_checkpoint_path: {names[-1]}\n' + ''.join(
+        f'all_model_checkpoint_paths: {name}\n' for name in names))
+
+
 def remove_checkpoint(modeldir, model_name, step):
     """Deletes the files of one checkpoint, the .index first (so it is never half there)."""
     prefix = checkpoint_prefix(modeldir, model_name, step)
@@ -111,8 +130,9 @@ def remove_run(modeldir, model_name):
     discard_partial(modeldir, model_name)
     for path in glob.glob(os.path.join(glob.escape(modeldir), EVALUATION.format(step='*'))):
         os.remove(path)
-    if os.path.exists(os.path.join(modeldir, CONFIG_FILE)):
-        os.remove(os.path.join(modeldir, CONFIG_FILE))
+    for name in (CONFIG_FILE, STATE_FILE):
+        if os.path.exists(os.path.join(modeldir, name)):
+            os.remove(os.path.join(modeldir, name))
     return len(steps)
 
 

@@ -104,6 +104,7 @@ def prepare_training(conf):
     check_resume_point(conf)
     check_training_data(conf)
     checkpoints.discard_partial(conf.modeldir, conf.model_name)
+    checkpoints.write_state(conf.modeldir, conf.model_name)  # current after a kill -9
     checkpoints.save_config(conf.modeldir, conf.as_dict())
 
 
