@@ -85,7 +85,7 @@ flags.DEFINE_boolean('stage_gradient', True, 'refinement losses also train the e
 flags.DEFINE_integer('coarse_scale', 0, 'coarse-to-fine: stage 1 works at the size halved this '
                      'many times, each refinement stage doubles it (at most num_stages-1)')
 # ---- speed (how the graph runs, not what it computes; see README "Performance")
-flags.DEFINE_boolean('fused_batch_norm', False, 'batch norm as one fused op (same result '
+flags.DEFINE_boolean('fused_batch_norm', True, 'batch norm as one fused op (same result '
                      'up to rounding; the moving variance takes the unbiased batch variance)')
 flags.DEFINE_enum('upsample', 'resize', config.choices('upsample'), 'upsampling of decoder '
                   'and U-Net: resize (nearest neighbour + conv, no checkerboard) or transpose '

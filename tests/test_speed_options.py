@@ -33,7 +33,7 @@ def outputs_from_checkpoint(conf, prefix, batch, z):
 def reference(tiny_conf, tmp_path):
     """(conf, checkpoint prefix, batch, z, outputs) of a default-layout model trained a
     few steps, so that batch-norm averages and weights are not at their initial values."""
-    conf = tiny_conf(num_stages=2)
+    conf = tiny_conf(num_stages=2, fused_batch_norm=False)  # the graph without speed options
     model = runner.Runner(conf)
     model.sess.run(model.init_op)
     batch = batch_of(8)
@@ -46,9 +46,10 @@ def reference(tiny_conf, tmp_path):
     return conf, prefix, batch, z, outputs_from_checkpoint(conf, prefix, batch, z)
 
 
-@pytest.mark.parametrize('options', [dict(data_format='NCHW'), dict(fused_batch_norm=True),
+@pytest.mark.parametrize('options', [dict(data_format='NCHW', fused_batch_norm=False),
+                                     dict(fused_batch_norm=True),
                                      dict(data_format='NCHW', fused_batch_norm=True),
-                                     dict(xla=True)])
+                                     dict(xla=True, fused_batch_norm=False)])
 def test_speed_options_compute_the_same(reference, tiny_conf, options):
     conf, prefix, batch, z, (train, infer, samples) = reference
     other = tiny_conf(num_stages=2, **options)
