@@ -17,12 +17,12 @@ from utils.run import cluster, config, preflight  # noqa: E402
 from utils.run.errors import UserError  # noqa: E402
 from utils.run.signals import TrainingStopped  # noqa: E402
 
-ACTIONS = ('train', 'predict', 'reconstruct', 'evaluate')
+ACTIONS = ('train', 'predict', 'reconstruct', 'evaluate', 'interpolate', 'encode', 'export')
 DATA_FORMATS = ('NHWC', 'NCHW')
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # run flags that must be whole numbers > 0 (the model's own are checked by ModelConfig)
 POSITIVE = ('max_step', 'test_step', 'save_step', 'summary_step', 'batch', 'keep_checkpoints',
-            'valid_images', 'num_samples', 'eval_samples')
+            'valid_images', 'num_samples', 'eval_samples', 'interpolation_pairs')
 
 # ---- training
 flags.DEFINE_integer('max_step', 5000, 'train until this global step')
@@ -49,10 +49,18 @@ flags.DEFINE_boolean('fresh_start', False, 'train from step 0 in a modeldir that
                      'deletes its checkpoints and flags.json first')
 flags.DEFINE_boolean('deterministic', False, 'deterministic TensorFlow kernels (for exactly '
                      'repeatable GPU runs; slower)')
-flags.DEFINE_integer('predict_step', 0, 'checkpoint step that predict, reconstruct and evaluate '
+flags.DEFINE_integer('predict_step', 0, 'checkpoint step that the actions other than train '
                      'load (0 or -1 = the latest)')
 flags.DEFINE_integer('num_samples', 64, 'prior samples written by --action=predict; test images '
                      'written by --action=reconstruct')
+flags.DEFINE_integer('interpolation_pairs', 4, '--action=interpolate: pairs of test images '
+                     '(and of prior samples) joined in the latent space')
+flags.DEFINE_integer('interpolation_steps', 8, '--action=interpolate: images along each path, '
+                     'both ends included (2 or more)')
+flags.DEFINE_enum('encode_split', 'test', ['train', 'valid', 'test'], '--action=encode: the '
+                  'split whose latent means and standard deviations are written')
+flags.DEFINE_string('export_dir', '', '--action=export: the new folder of the inference-only '
+                    'model (weights and batch-norm averages, no optimizer state)')
 flags.DEFINE_integer('eval_samples', 10000, '--action=evaluate: prior samples drawn, and test '
                      'images used (at most this many)')
 flags.DEFINE_boolean('eval_fid', True, '--action=evaluate: also FID, KID, precision and recall '
@@ -153,6 +161,8 @@ def validate(conf):
     for name in POSITIVE:
         _require(getattr(conf, name) > 0,
                  f'--{name}={getattr(conf, name)} must be positive: give a whole number > 0')
+    _require(conf.interpolation_steps >= 2, f'--interpolation_steps='
+             f'{conf.interpolation_steps} must be 2 or more: the two ends of each path')
     _require(conf.learning_rate > 0, f'--learning_rate={conf.learning_rate} must be positive '
              f'(default {FLAGS["learning_rate"].default})')
     _require(0 <= conf.beta1 < 1, f'--beta1={conf.beta1} must be in [0, 1)')

@@ -56,6 +56,7 @@ Endpoints = collections.namedtuple('Endpoints', [
     'per_image',  # {name: [b]}: KL, every stage's loss and PSNR
     'metrics',  # {name: scalar}: their batch means and the weighted 'total'
     'train_metrics',  # the metrics the train op minimises (the towers' mean with towers)
+    'model_variables',  # what inference needs: weights, batch-norm averages, global step
     'train_op',
     'sync_optimizer',  # the SyncReplicasOptimizer, or None
 ])
@@ -278,12 +279,13 @@ def build(model, options, setup):
     else:
         train_metrics = metrics
         updates = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
+    model_variables = tf1.global_variables()  # made before the optimizer's own
     with device_scope(_first_tower_device(setup)):  # Adam's own variables on the CPU
         train_op, sync_optimizer = _optimizer(train_metrics['total'], updates, global_step,
                                               setup)
     return Endpoints(images, training, prior_z, global_step, targets, z_mean, z_std,
                      stage_outputs, sample_outputs, per_image, metrics, train_metrics,
-                     train_op, sync_optimizer)
+                     model_variables, train_op, sync_optimizer)
 
 
 def _first_tower_device(setup):

@@ -1,7 +1,8 @@
 """Runs the graph of network.py: the session runner, the one training loop, and the
-actions train / predict / reconstruct / evaluate as functions over them.
+actions train / predict / reconstruct / evaluate / interpolate / encode / export as
+functions over them (ACTIONS).
 
-    runner = Runner(conf)            # graph, saver and session for a RunConfig
+    runner = Runner(conf)            # graph, savers and session for a RunConfig
     train(runner)                    # or predict(runner), reconstruct(..), evaluate(..)
 
 The single process, the towers (--num_gpus) and every worker of a cluster run the
@@ -9,9 +10,12 @@ same loop, train_loop(); distributed.py only sets up the cluster, builds the Run
 with its Replicas and hands the loop its monitored session.
 """
 import collections
+import glob
+import json
 import os
 import time
 
+import h5py
 import numpy as np
 import tensorflow as tf
 
@@ -21,10 +25,10 @@ import ops
 import towers
 from utils.data import hdf5_images
 from utils.evaluation import feature_metrics, measure
-from utils.run import checkpoints, images
+from utils.run import atomic, checkpoints, images
 from utils.run.cluster import worker_seed
 from utils.run.errors import UserError
-from utils.run.progress import TrainingProgress
+from utils.run.progress import CountProgress, TrainingProgress
 from utils.run.signals import StopRequests, TrainingStopped
 
 tf1 = tf.compat.v1
@@ -129,6 +133,9 @@ class Runner:
         # checkpoints.prune keeps the newest (across restarts too), and modeldir is scanned
         # for them, so the Saver neither deletes nor writes a "checkpoint" state file
         self.saver = tf1.train.Saver(tf1.global_variables(), max_to_keep=None)
+        # inference needs no optimizer state: predict and the other actions restore, and
+        # export writes, only the model's own variables
+        self.model_saver = tf1.train.Saver(net.model_variables, max_to_keep=None)
         # checked before each save: a step can turn the weights to Inf/NaN while its
         # own loss, computed before the update, was still finite
         self.variables_finite = tf.reduce_all(
@@ -147,8 +154,10 @@ class Runner:
         """The global step held in the session."""
         return int(self.sess.run(self.net.global_step))
 
-    def restore(self, step):
-        """Loads checkpoint `step` of modeldir (the latest when step <= 0).
+    def restore(self, step, inference=False):
+        """Loads checkpoint `step` of modeldir (the latest when step <= 0): every
+        variable, or with `inference` the model's own only (an exported checkpoint
+        holds no optimizer state).
 
         Returns the restored global step, or None when step <= 0 and modeldir
         holds no checkpoint. Raises UserError when a checkpoint does not fit.
@@ -158,7 +167,7 @@ class Runner:
         if prefix is None:
             return None
         try:
-            self.saver.restore(self.sess, prefix)
+            (self.model_saver if inference else self.saver).restore(self.sess, prefix)
         except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as err:
             first = str(err).strip().splitlines()[0]
             raise UserError(f'checkpoint {prefix} does not fit the model built from the '
@@ -168,7 +177,7 @@ class Runner:
 
     def restore_for(self, action):
         """Loads predict_step (the latest when <= 0) for `action`; returns its step."""
-        step = self.restore(self.conf.predict_step)
+        step = self.restore(self.conf.predict_step, inference=True)
         if step is None:
             raise UserError(f'no checkpoint {self.conf.model_name}-* in {self.conf.modeldir}: '
                             f'train first or point --modeldir at a trained model before '
@@ -246,6 +255,10 @@ class Runner:
                 sums[name] = sums.get(name, 0.0) + float(value) * len(batch)
             count += len(batch)
         return {name: total / count for name, total in sums.items()}
+
+    def encode_batch(self, batch):
+        """q(z|x) of a batch in inference mode: (mean, std), each [b, latent_len]."""
+        return self.sess.run([self.net.z_mean, self.net.z_std], {self.net.images: batch})
 
     def sample_batch(self, z):
         """Every stage's image of the prior samples `z` [b, latent_len]."""
@@ -485,5 +498,130 @@ def evaluate(runner):
     return result
 
 
+def lerp(a, b, steps):
+    """`steps` points from a to b on the straight line, ends included: [n, L] pairs =>
+    [n, steps, L]."""
+    t = np.linspace(0.0, 1.0, steps)[None, :, None]
+    return a[:, None] * (1 - t) + b[:, None] * t
+
+
+def slerp(a, b, steps):
+    """`steps` points from a to b on the great circle between them (the path along which
+    N(0, I) samples keep their typical norm), ends included: => [n, steps, L]."""
+    t = np.linspace(0.0, 1.0, steps)[None, :, None]
+    cosine = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    angle = np.arccos(np.clip(cosine, -1.0, 1.0))[:, None, None]
+    safe = np.where(angle < 1e-6, 1.0, np.sin(angle))
+    curved = (np.sin((1 - t) * angle) * a[:, None] + np.sin(t * angle) * b[:, None]) / safe
+    return np.where(angle < 1e-6, lerp(a, b, steps), curved)
+
+
+def _decode_paths(runner, paths):
+    """Every stage's images of latent paths [n, steps, L], as [n·steps, h, w, c] each."""
+    return runner.sample_batch(paths.reshape(-1, paths.shape[-1]).astype(np.float32))
+
+
+def interpolation_images(runner, pairs, steps):
+    """(inputs [2·pairs, h, w, c], each stage's images along the linear paths between the
+    latent means of the test pairs (0, 1), (2, 3), ..., each stage's images along the
+    spherical paths between pairs of the fixed prior samples); every path `steps`
+    images long, ends included, [pairs·steps, h, w, c] per stage."""
+    conf = runner.conf
+    inputs = np.concatenate(list(runner.test_batches(2 * pairs)))
+    if len(inputs) < 2 * pairs:
+        raise UserError(f'{conf.test_data} holds {len(inputs)} images, fewer than the '
+                        f'{2 * pairs} of --interpolation_pairs={pairs}: lower it')
+    means, _ = runner.encode_batch(inputs)
+    prior = prior_samples(conf.random_seed, 2 * pairs, runner.model.latent_len)
+    return (inputs, _decode_paths(runner, lerp(means[0::2], means[1::2], steps)),
+            _decode_paths(runner, slerp(prior[0::2], prior[1::2], steps)))
+
+
+def interpolate(runner):
+    """Writes two grids of latent interpolations through every stage: test_pairs.png
+    (pairs of test images, their latent means joined linearly; a row with the two
+    images, then a row per stage, per pair) and prior_pairs.png (pairs of the fixed
+    prior samples joined spherically)."""
+    conf = runner.conf
+    step = runner.restore_for('interpolate')
+    pairs, steps = conf.interpolation_pairs, conf.interpolation_steps
+    inputs, test_paths, prior_paths = interpolation_images(runner, pairs, steps)
+    # the input row: the pair's two images at the ends, black between
+    ends = np.full((pairs, steps) + inputs.shape[1:], -1.0, np.float32)
+    ends[:, 0], ends[:, -1] = inputs[0::2], inputs[1::2]
+    folder = os.path.join(conf.sampledir, f'interpolate_step_{step}')
+    images.save_png(os.path.join(folder, 'test_pairs.png'), images.stage_grid(
+        test_paths, per_row=steps, inputs=ends.reshape((-1,) + inputs.shape[1:])))
+    images.save_png(os.path.join(folder, 'prior_pairs.png'),
+                    images.stage_grid(prior_paths, per_row=steps))
+    print(f'wrote test_pairs.png ({pairs} pairs of {conf.test_data}, linear in the latent '
+          f'means) and prior_pairs.png ({pairs} pairs of prior samples, spherical), '
+          f'{steps} steps each, rows: {_row_names(runner.model)}, by step {step}, to {folder}')
+    return folder
+
+
+def encode(runner):
+    """Writes the latent mean and standard deviation of every image of the encode_split
+    split to sampledir/encode_step_STEP/<split file>_latents.h5 (datasets mean, std and
+    index, float32 [N, latent_len] and int64 [N]; the step and the source as attributes),
+    batch by batch, so memory does not grow with the split."""
+    conf, model = runner.conf, runner.model
+    step = runner.restore_for('encode')
+    name = {'train': conf.train_data, 'valid': conf.valid_data,
+            'test': conf.test_data}[conf.encode_split]
+    source = os.path.join(conf.data_dir, name)
+    handle, source_images = hdf5_images.open_images(source, model.height, model.width,
+                                                    model.channel)
+    count = source_images.shape[0]
+    handle.close()
+    folder = os.path.join(conf.sampledir, f'encode_step_{step}')
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f'{os.path.splitext(os.path.basename(name))[0]}_latents.h5')
+    progress = CountProgress(count, f'encoding {name}')
+    with atomic.replacing(path) as partial, h5py.File(partial, 'w') as out:
+        shape = (count, model.latent_len)
+        means = out.create_dataset('mean', shape, np.float32)
+        stds = out.create_dataset('std', shape, np.float32)
+        out.create_dataset('index', data=np.arange(count, dtype=np.int64))
+        out.attrs.update(step=step, source=source, split=conf.encode_split,
+                         modeldir=conf.modeldir, model=json.dumps(model.as_dict()))
+        start = 0
+        for batch in hdf5_images.sequential_batches(source, model.height, model.width,
+                                                    model.channel, conf.batch):
+            means[start:start + len(batch)], stds[start:start + len(batch)] = \
+                runner.encode_batch(batch)
+            start += len(batch)
+            progress.add(len(batch))
+    progress.finish()
+    print(f'wrote the latent mean and std of the {count} images of {source} by step {step} '
+          f'to {path}')
+    return path
+
+
+def export(runner):
+    """Writes an inference-only copy of predict_step (the latest when <= 0) to export_dir:
+    the model's variables without the optimizer's (a third of the size), flags.json and
+    TensorFlow's checkpoint state file. predict, reconstruct, evaluate, interpolate and
+    encode load it as any model folder; training cannot resume from it."""
+    conf = runner.conf
+    step = runner.restore_for('export')
+    target = conf.export_dir
+    os.makedirs(target, exist_ok=True)
+    runner.model_saver.save(runner.sess, checkpoints.partial_prefix(target, conf.model_name,
+                                                                    step),
+                            write_meta_graph=False, write_state=False)
+    checkpoints.publish(target, conf.model_name, step)
+    checkpoints.write_state(target, conf.model_name)
+    saved = checkpoints.load_config(conf.modeldir)
+    checkpoints.save_config(target, dict(saved, **runner.model.as_dict()))
+    size = sum(os.path.getsize(path) for path in
+               glob.glob(glob.escape(checkpoints.checkpoint_prefix(target, conf.model_name,
+                                                                   step)) + '.*'))
+    print(f'exported step {step} of {conf.modeldir} for inference ({size / 1e6:.1f} MB, no '
+          f'optimizer state) to {target}')
+    return target
+
+
 ACTIONS = {'train': train, 'predict': predict, 'reconstruct': reconstruct,
-           'evaluate': evaluate}
+           'evaluate': evaluate, 'interpolate': interpolate, 'encode': encode,
+           'export': export}

@@ -77,15 +77,21 @@ def check_resume_point(conf):
                         f'there')
 
 
+def make_bundled_mnist(conf, needed):
+    """Makes the three MNIST files from the bundled IDX files when the split flags are
+    the defaults and the file `needed` is missing."""
+    defaults = (conf.train_data, conf.valid_data, conf.test_data) == MNIST_FILES
+    if defaults and not os.path.exists(needed):
+        outputs = [os.path.join(conf.data_dir, name) for name in MNIST_FILES]
+        print(f'making {", ".join(outputs)} from the bundled MNIST IDX files in {mnist.IDX_DIR}')
+        prepare_data.prepare('idx', mnist.IDX_DIR, outputs)
+
+
 def check_training_data(conf):
     """Makes the bundled MNIST files when they are the missing defaults; checks that the
     splits match the flags and that the training split holds at least one batch."""
     train_path = os.path.join(conf.data_dir, conf.train_data)
-    defaults = (conf.train_data, conf.valid_data, conf.test_data) == MNIST_FILES
-    if defaults and not os.path.exists(train_path):
-        outputs = [os.path.join(conf.data_dir, name) for name in MNIST_FILES]
-        print(f'making {", ".join(outputs)} from the bundled MNIST IDX files in {mnist.IDX_DIR}')
-        prepare_data.prepare('idx', mnist.IDX_DIR, outputs)
+    make_bundled_mnist(conf, train_path)
     paths = [train_path] + ([os.path.join(conf.data_dir, conf.valid_data)]
                             if conf.valid_data else [])
     for path in paths:
@@ -131,13 +137,37 @@ def prepare_prediction(conf, given_flags=()):
                         f'(it saves every --save_step steps) or point --modeldir at a trained '
                         f'model')
     check_writable(sampledir=conf.sampledir)
-    if conf.action in ('reconstruct', 'evaluate'):
-        check_test_data(conf)
+    if conf.action in ('reconstruct', 'evaluate', 'interpolate'):
+        check_split(conf, conf.test_data)
+    if conf.action == 'encode':
+        check_split(conf, {'train': conf.train_data, 'valid': conf.valid_data,
+                           'test': conf.test_data}[conf.encode_split])
+    if conf.action == 'export':
+        check_export_dir(conf)
     return conf
 
 
-def check_test_data(conf):
-    """The test split exists and matches the model's image shape."""
-    path = os.path.join(conf.data_dir, conf.test_data)
+def check_split(conf, name):
+    """The split file `name` exists (the bundled MNIST is made when it is a missing
+    default) and matches the model's image shape."""
+    if not name:
+        raise UserError(f'--encode_split={conf.encode_split} names no file: give its file '
+                        f'flag or another split')
+    path = os.path.join(conf.data_dir, name)
+    make_bundled_mnist(conf, path)
     handle, _ = hdf5_images.open_images(path, conf.height, conf.width, conf.channel)
     handle.close()
+
+
+def check_export_dir(conf):
+    """--export_dir is given, is not modeldir, and is a new or empty folder."""
+    target = conf.export_dir
+    if not target:
+        raise UserError('--action=export needs --export_dir: a new folder for the '
+                        'inference-only model')
+    if os.path.abspath(target) == os.path.abspath(conf.modeldir):
+        raise UserError(f'--export_dir={target} is --modeldir itself: choose a new folder')
+    if os.path.isdir(target) and os.listdir(target):
+        raise UserError(f'--export_dir={target} is not empty: choose a new or empty folder '
+                        f'(nothing there is overwritten)')
+    check_writable(export_dir=target)
