@@ -34,16 +34,13 @@ def describe(keys, values):
 
 
 def check_modeldir_for_training(conf):
-    """Decides between resuming, starting, and refusing; with --fresh_start deletes the
-    earlier run of model_name in modeldir first. Returns 'resume', 'start' or 'fresh'."""
+    """Decides between resuming, starting, and refusing; deletes nothing (prepare_training
+    deletes an earlier run for --fresh_start once every check has passed). Returns
+    'resume', 'start', or 'fresh' (--fresh_start over an earlier run)."""
     saved = checkpoints.load_config(conf.modeldir)
     steps = checkpoints.saved_steps(conf.modeldir, conf.model_name)
     if conf.fresh_start:
-        if saved is not None or steps:
-            count = checkpoints.remove_run(conf.modeldir, conf.model_name)
-            print(f'--fresh_start: deleted {count} checkpoints and the flags of the earlier '
-                  f'run in {conf.modeldir} (its TensorBoard events stay in {conf.logdir})')
-        return 'fresh'
+        return 'fresh' if saved is not None or steps else 'start'
     if saved is None:
         if steps:
             raise UserError(f'{conf.modeldir} holds checkpoints but no {checkpoints.CONFIG_FILE}, '
@@ -64,6 +61,9 @@ def check_modeldir_for_training(conf):
 def check_resume_point(conf):
     """Refuses --reload_step=N when it is missing or modeldir has later checkpoints
     (training on from N would overwrite them)."""
+    if conf.reload_step > 0 and conf.fresh_start:
+        raise UserError(f'--fresh_start trains from step 0 and --reload_step={conf.reload_step} '
+                        f'resumes from a checkpoint: drop one of them')
     if conf.reload_step <= 0:
         return
     checkpoints.find_checkpoint(conf.modeldir, conf.model_name, conf.reload_step)
@@ -106,9 +106,13 @@ def check_training_data(conf):
 def prepare_training(conf):
     """All checks of --action=train, then writes this run's flags to modeldir."""
     check_writable(modeldir=conf.modeldir, logdir=conf.logdir, sampledir=conf.sampledir)
-    check_modeldir_for_training(conf)
+    decision = check_modeldir_for_training(conf)
     check_resume_point(conf)
     check_training_data(conf)
+    if decision == 'fresh':  # only now, with every check passed
+        count = checkpoints.remove_run(conf.modeldir, conf.model_name)
+        print(f'--fresh_start: deleted {count} checkpoints and the flags of the earlier '
+              f'run in {conf.modeldir} (its TensorBoard events stay in {conf.logdir})')
     checkpoints.discard_partial(conf.modeldir, conf.model_name)
     checkpoints.write_state(conf.modeldir, conf.model_name)  # current after a kill -9
     checkpoints.save_config(conf.modeldir, conf.as_dict())
