@@ -197,23 +197,28 @@ class Runner:
         step = self.step()
         if not self.sess.run(self.variables_finite):
             raise UserError(self.diverged_message(step, {}))
-        try:
-            self.saver.save(self.sess, checkpoints.partial_prefix(conf.modeldir, conf.model_name,
-                                                                 step),
-                            write_meta_graph=False, write_state=False)
-            checkpoints.publish(conf.modeldir, conf.model_name, step)
-        except (tf.errors.OpError, OSError) as err:
-            checkpoints.discard_partial(conf.modeldir, conf.model_name)
-            reason = (getattr(err, 'message', None) or str(err)).strip().splitlines()[0]
-            raise UserError(f'could not write checkpoint {conf.model_name}-{step} in '
-                            f'{conf.modeldir} ({reason[:200]}); the earlier checkpoints are '
-                            f'intact: free disk space, then run the same command to '
-                            f'resume') from None
+        self.write_checkpoint(self.saver, conf.modeldir, step)
         # the state file first lists only what pruning keeps: at any moment it names
         # whole checkpoints
         checkpoints.write_state(conf.modeldir, conf.model_name, conf.keep_checkpoints)
         checkpoints.prune(conf.modeldir, conf.model_name, conf.keep_checkpoints)
         return checkpoints.checkpoint_prefix(conf.modeldir, conf.model_name, step)
+
+    def write_checkpoint(self, saver, folder, step, retry='to resume'):
+        """Writes `saver`'s variables as folder/model_name-STEP under a temporary name,
+        then renames it into place (checkpoints.publish); a failed write (a full disk)
+        leaves nothing behind and raises UserError."""
+        name = self.conf.model_name
+        try:
+            saver.save(self.sess, checkpoints.partial_prefix(folder, name, step),
+                       write_meta_graph=False, write_state=False)
+            checkpoints.publish(folder, name, step)
+        except (tf.errors.OpError, OSError) as err:
+            checkpoints.discard_partial(folder, name)
+            reason = (getattr(err, 'message', None) or str(err)).strip().splitlines()[0]
+            raise UserError(f'could not write checkpoint {name}-{step} in {folder} '
+                            f'({reason[:200]}); the earlier checkpoints are intact: free disk '
+                            f'space, then run the same command {retry}') from None
 
     def initialize_or_restore(self):
         """Restores reload_step (or the latest checkpoint), else initialises; returns the step."""
@@ -567,8 +572,7 @@ def encode(runner):
     batch by batch, so memory does not grow with the split."""
     conf, model = runner.conf, runner.model
     step = runner.restore_for('encode')
-    name = {'train': conf.train_data, 'valid': conf.valid_data,
-            'test': conf.test_data}[conf.encode_split]
+    name = getattr(conf, f'{conf.encode_split}_data')
     source = os.path.join(conf.data_dir, name)
     handle, source_images = hdf5_images.open_images(source, model.height, model.width,
                                                     model.channel)
@@ -607,10 +611,7 @@ def export(runner):
     step = runner.restore_for('export')
     target = conf.export_dir
     os.makedirs(target, exist_ok=True)
-    runner.model_saver.save(runner.sess, checkpoints.partial_prefix(target, conf.model_name,
-                                                                    step),
-                            write_meta_graph=False, write_state=False)
-    checkpoints.publish(target, conf.model_name, step)
+    runner.write_checkpoint(runner.model_saver, target, step, retry='again')
     checkpoints.write_state(target, conf.model_name)
     saved = checkpoints.load_config(conf.modeldir)
     checkpoints.save_config(target, dict(saved, **runner.model.as_dict()))

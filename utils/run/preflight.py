@@ -142,21 +142,24 @@ def prepare_prediction(conf, given_flags=()):
                         f'model')
     check_writable(sampledir=conf.sampledir)
     if conf.action in ('reconstruct', 'evaluate', 'interpolate'):
-        check_split(conf, conf.test_data)
+        check_split(conf, 'test')
     if conf.action == 'encode':
-        check_split(conf, {'train': conf.train_data, 'valid': conf.valid_data,
-                           'test': conf.test_data}[conf.encode_split])
+        check_split(conf, conf.encode_split)
     if conf.action == 'export':
         check_export_dir(conf)
     return conf
 
 
-def check_split(conf, name):
-    """The split file `name` exists (the bundled MNIST is made when it is a missing
-    default) and matches the model's image shape."""
+def check_split(conf, split):
+    """The file of `split` ('train', 'valid' or 'test') exists (the bundled MNIST is made
+    when it is a missing default) and matches the model's image shape."""
+    name = getattr(conf, f'{split}_data')
+    if not name and conf.action == 'encode':
+        raise UserError(f'--encode_split={split} names no file: give its file flag or '
+                        f'another split')
     if not name:
-        raise UserError(f'--encode_split={conf.encode_split} names no file: give its file '
-                        f'flag or another split')
+        raise UserError(f'--{split}_data is empty: --action={conf.action} reads the {split} '
+                        f'split, give its file')
     path = os.path.join(conf.data_dir, name)
     make_bundled_mnist(conf, path)
     handle, _ = hdf5_images.open_images(path, conf.height, conf.width, conf.channel)
