@@ -18,6 +18,7 @@ class TrainingProgress:
 
     def __init__(self, start, end, batch, metric_names=('total', 'kl')):
         self.batch = batch
+        self.start = start
         self.end = end
         self.metric_names = metric_names
         self._recent = collections.deque(maxlen=RATE_WINDOW)
@@ -52,8 +53,9 @@ class TrainingProgress:
         rate = self.images_per_second()
         values = {name: float(metrics[name]) for name in self.metric_names}
         speed = '- img/s' if rate is None else f'{rate:.0f} img/s'
-        # asynchronous workers of a cluster may carry the global step past the end
-        self.bar.update(min(step, self.end), speed=speed, **values)
+        # asynchronous workers of a cluster may carry the global step past the end, and a
+        # restarted chief that restores its last checkpoint sets it back below the start
+        self.bar.update(min(max(step, self.start), self.end), speed=speed, **values)
 
     def pause(self):
         """Forgets the step times so far: work that is not training (validation,
