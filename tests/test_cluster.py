@@ -139,7 +139,9 @@ def test_asynchronous_workers_train_together_and_everyone_exits(local_cluster, t
     with data_reader.BatchReader(os.path.join(data_dir, 'train.h5'), 16, 16, 1, 16, 5) as reader:
         batch = reader.next_batch()
     trained, fresh = runner.Runner(conf), runner.Runner(conf)
-    assert trained.restore(0) == saved[-1]
+    # asynchronous: the other worker's update may land between the chief reading the step
+    # for the checkpoint's name and writing it, so msvae-N may hold a global step above N
+    assert saved[-1] <= trained.restore(0) <= saved[-1] + 2
     fresh.sess.run(fresh.init_op)
     assert trained.evaluate_metrics([batch])['total'] < \
         0.8 * fresh.evaluate_metrics([batch])['total']
