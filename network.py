@@ -41,6 +41,9 @@ class TrainingSetup:
     mixed_precision: bool = False  # float16 compute with dynamic loss scaling (GPU)
     tower_devices: tuple = ()  # more than one: a tower per device, each on a batch slice
     replicas_to_aggregate: int = 0  # > 0: SyncReplicasOptimizer over that many workers
+    lr_schedule: str = 'constant'  # or 'cosine': from learning_rate down to 0 at decay_steps
+    decay_steps: int = 0  # the cosine schedule's length (the run's max_step)
+    kl_warmup_steps: int = 0  # > 0: the KL's weight rises linearly from 0 to 1 this long
 
 
 # The graph's endpoints: what runner.py feeds and fetches.
@@ -59,6 +62,7 @@ Endpoints = collections.namedtuple('Endpoints', [
     'model_variables',  # what inference needs: weights, batch-norm averages, global step
     'train_op',
     'sync_optimizer',  # the SyncReplicasOptimizer, or None
+    'weight_averages',  # the ExponentialMovingAverage of the trained weights, or None
 ])
 
 
@@ -224,32 +228,77 @@ def noise(shape, seed, global_step):
 
 # ---------------------------------------------------------------- losses
 
+def log_sigma_variable(model):
+    """log σ of stage 1's Gaussian decoder as a trained variable (model.learn_sigma),
+    starting at log(model.sigma); shared by every tower."""
+    with tf1.variable_scope('stage1', reuse=tf1.AUTO_REUSE):
+        return tf1.get_variable('log_sigma', [], initializer=tf1.constant_initializer(
+            np.log(model.sigma)))
+
+
 def per_image_terms(targets, outputs, z_mean, z_std, model):
     """Per-image KL, stage losses and PSNRs (see README "The loss"). Each stage is
     compared with the input area-downsampled to its own size."""
     distance = ops.l1_distance if model.refine_loss == 'l1' else ops.l2_distance
+    log_sigma = log_sigma_variable(model) if model.learn_sigma else None
     per_image = {
         'kl': ops.kl_to_standard_normal(z_mean, z_std),
-        'stage1_loss': ops.gaussian_nll(targets[0], outputs[0], model.sigma),
+        'stage1_loss': ops.gaussian_nll(targets[0], outputs[0], model.sigma, log_sigma),
     }
     for index in range(2, model.num_stages + 1):
-        per_image[f'stage{index}_loss'] = distance(targets[index - 1], outputs[index - 1])
+        target, output = targets[index - 1], outputs[index - 1]
+        per_image[f'stage{index}_loss'] = distance(target, output)
+        if model.refine_gradient_weight > 0:
+            per_image[f'stage{index}_loss'] += (model.refine_gradient_weight
+                                                * ops.gradient_l1(target, output))
     for index, (target, output) in enumerate(zip(targets, outputs), start=1):
         per_image[f'stage{index}_psnr'] = ops.psnr(target, output)
     return per_image
 
 
-def batch_means(per_image, model):
-    """The batch means of the per-image values and the weighted total loss."""
+def batch_means(per_image, model, kl_weight=None):
+    """The batch means of the per-image values and the weighted total loss (the KL
+    times `kl_weight`, a scalar tensor, during a warm-up). A trained σ is reported
+    as 'sigma'."""
     metrics = {name: tf.reduce_mean(value) for name, value in per_image.items()
                if not name.endswith('_psnr')}
-    weighted = [metrics['kl'], metrics['stage1_loss']] + [
+    kl = metrics['kl'] if kl_weight is None else kl_weight * metrics['kl']
+    weighted = [kl, metrics['stage1_loss']] + [
         weight * metrics[f'stage{index}_loss']
         for index, weight in enumerate(model.weights(), start=2)]
     metrics['total'] = tf.add_n(weighted, name='total_loss')
     for index in range(1, model.num_stages + 1):
         metrics[f'stage{index}_psnr'] = tf.reduce_mean(per_image[f'stage{index}_psnr'])
+    if model.learn_sigma:
+        metrics['sigma'] = tf.exp(log_sigma_variable(model))
     return metrics
+
+
+def kl_weight(global_step, warmup_steps):
+    """The KL's weight at `global_step`: rising linearly from 0 to 1 over `warmup_steps`,
+    or None (weight 1, no op) without a warm-up."""
+    if warmup_steps <= 0:
+        return None
+    return tf.minimum(1.0, tf.cast(global_step, tf.float32) / float(warmup_steps))
+
+
+def learning_rate(global_step, setup):
+    """setup.learning_rate, or its cosine decay to 0 at setup.decay_steps."""
+    if setup.lr_schedule == 'constant':
+        return setup.learning_rate
+    return tf1.train.cosine_decay(setup.learning_rate, global_step, max(setup.decay_steps, 1))
+
+
+def inference_variables(net):
+    """What the actions other than train restore and export writes: the model's own
+    variables, as a list, or, when the model keeps moving averages of its weights, as
+    {checkpoint name: variable} with every trained weight read from its average."""
+    averages = net.weight_averages
+    if averages is None:
+        return net.model_variables
+    trained = set(tf1.trainable_variables())
+    return {averages.average_name(v) if v in trained else v.op.name: v
+            for v in net.model_variables}
 
 
 # ---------------------------------------------------------------- the whole graph
@@ -273,7 +322,7 @@ def build(model, options, setup):
         stage_outputs = stages(z_mean + z_std * epsilon, model, options, training)
         sample_outputs = stages(prior_z, model, options, training=False)
         per_image = per_image_terms(targets, stage_outputs, z_mean, z_std, model)
-        metrics = batch_means(per_image, model)
+        metrics = batch_means(per_image, model, kl_weight(global_step, setup.kl_warmup_steps))
     if len(setup.tower_devices) > 1:
         train_metrics, updates = _build_towers(images, global_step, model, options, setup)
     else:
@@ -283,9 +332,22 @@ def build(model, options, setup):
     with device_scope(_first_tower_device(setup)):  # Adam's own variables on the CPU
         train_op, sync_optimizer = _optimizer(train_metrics['total'], updates, global_step,
                                               setup)
+        train_op, weight_averages = _average_weights(train_op, global_step, model)
     return Endpoints(images, training, prior_z, global_step, targets, z_mean, z_std,
                      stage_outputs, sample_outputs, per_image, metrics, train_metrics,
-                     model_variables, train_op, sync_optimizer)
+                     model_variables, train_op, sync_optimizer, weight_averages)
+
+
+def _average_weights(train_op, global_step, model):
+    """With model.ema_decay > 0, a train op that also moves an exponential moving average
+    of every trained weight after the step, and the ExponentialMovingAverage; else
+    (train_op, None). The decay is min(ema_decay, (1 + n) / (10 + n)), n the global
+    step after the update, so early averages do not hold on to the initial weights."""
+    if model.ema_decay <= 0:
+        return train_op, None
+    averages = tf1.train.ExponentialMovingAverage(model.ema_decay, num_updates=global_step)
+    with tf.control_dependencies([train_op]):
+        return averages.apply(tf1.trainable_variables()), averages
 
 
 def _first_tower_device(setup):
@@ -316,7 +378,8 @@ def _build_towers(images, global_step, model, options, setup):
             targets = stage_targets(slices[index], model)
             z_mean, z_std = encode(targets[0], model, tower_options, True)
             outputs = stages(z_mean + z_std * epsilons[index], model, tower_options, True)
-            return batch_means(per_image_terms(targets, outputs, z_mean, z_std, model), model)
+            return batch_means(per_image_terms(targets, outputs, z_mean, z_std, model), model,
+                               kl_weight(global_step, setup.kl_warmup_steps))
 
     metrics = towers.average(sync.build(build_tower))
     return metrics, tf1.get_collection(tf1.GraphKeys.UPDATE_OPS, scope='tower0/')
@@ -331,7 +394,7 @@ def _optimizer(loss, updates, global_step, setup):
     towers' parts, i.e. the average of the towers' gradients (the loss is their
     mean). With replicas_to_aggregate, the workers' gradients are averaged before
     one update (SyncReplicasOptimizer)."""
-    optimizer = tf1.train.AdamOptimizer(setup.learning_rate, beta1=setup.beta1)
+    optimizer = tf1.train.AdamOptimizer(learning_rate(global_step, setup), beta1=setup.beta1)
     if setup.mixed_precision:  # float16 where safe, loss scaled against underflow
         optimizer = tf1.mixed_precision.enable_mixed_precision_graph_rewrite(
             optimizer, loss_scale='dynamic')

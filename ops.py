@@ -11,6 +11,8 @@ their ends (to_layout / from_layout).
 """
 import dataclasses
 
+import numpy as np
+
 import tensorflow as tf
 
 from utils.evaluation import metrics
@@ -254,14 +256,31 @@ def kl_to_standard_normal(mean, std):
                                - 2.0 * tf.math.log(std) - 1.0, axis=1)
 
 
-def gaussian_nll(target, prediction, sigma):
+def gaussian_nll(target, prediction, sigma, log_sigma=None):
     """Gaussian negative log-likelihood, std `sigma`, summed over pixels: => [b].
 
     Σ (x − x̂)² / (2σ²); the constant D·log(σ√(2π)) is dropped (it moves the
-    loss, not its gradient).
+    loss, not its gradient). With a trained σ, given as the tensor `log_sigma`,
+    its term D·log σ is kept (it is what stops σ from growing without bound);
+    D·log √(2π) is still dropped.
     """
-    squared = tf.square(target - prediction)
-    return tf.reduce_sum(squared, axis=[1, 2, 3]) / (2.0 * sigma ** 2)
+    squared = tf.reduce_sum(tf.square(target - prediction), axis=[1, 2, 3])
+    if log_sigma is None:
+        return squared / (2.0 * sigma ** 2)
+    dims = float(np.prod(target.shape[1:]))
+    return squared * tf.exp(-2.0 * log_sigma) / 2.0 + dims * log_sigma
+
+
+def gradient_l1(target, prediction):
+    """Σ |∇x − ∇x̂| over pixels, ∇ the horizontal and vertical neighbour differences:
+    [b, h, w, c] => [b]. Zero for equal images; it penalises edges that are missing
+    or added, and is blind to a uniform offset."""
+    def differences(images):
+        return (images[:, 1:, :, :] - images[:, :-1, :, :],
+                images[:, :, 1:, :] - images[:, :, :-1, :])
+    (target_y, target_x), (output_y, output_x) = differences(target), differences(prediction)
+    return (tf.reduce_sum(tf.abs(target_y - output_y), axis=[1, 2, 3])
+            + tf.reduce_sum(tf.abs(target_x - output_x), axis=[1, 2, 3]))
 
 
 def l1_distance(target, prediction):

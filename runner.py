@@ -13,6 +13,7 @@ import collections
 import glob
 import json
 import os
+import shutil
 import time
 
 import h5py
@@ -25,7 +26,7 @@ import ops
 import towers
 from utils.data import hdf5_images
 from utils.evaluation import feature_metrics, measure
-from utils.run import atomic, checkpoints, images
+from utils.run import atomic, checkpoints, images, latent_prior
 from utils.run.cluster import worker_seed
 from utils.run.errors import UserError
 from utils.run.progress import CountProgress, TrainingProgress
@@ -96,7 +97,8 @@ def training_setup(conf, replicas=None):
         noise_seed=worker_seed(conf.random_seed, task_index),
         mixed_precision=conf.mixed_precision,
         tower_devices=tuple(devices) if conf.num_gpus > 1 else (),
-        replicas_to_aggregate=aggregate)
+        replicas_to_aggregate=aggregate, lr_schedule=conf.lr_schedule,
+        decay_steps=conf.max_step, kl_warmup_steps=conf.kl_warmup_steps)
 
 
 # ---------------------------------------------------------------- the session runner
@@ -124,6 +126,7 @@ class Runner:
         self.session_config = session_config(conf)
         self.sess = None if replicas else tf1.Session(graph=self.graph,
                                                       config=self.session_config)
+        self.mixture = None  # the fitted prior of the restored step (--sample_prior=gmm)
 
     def _add_run_ops(self):
         net = self.net
@@ -135,7 +138,7 @@ class Runner:
         self.saver = tf1.train.Saver(tf1.global_variables(), max_to_keep=None)
         # inference needs no optimizer state: predict and the other actions restore, and
         # export writes, only the model's own variables
-        self.model_saver = tf1.train.Saver(net.model_variables, max_to_keep=None)
+        self.model_saver = tf1.train.Saver(network.inference_variables(net), max_to_keep=None)
         # checked before each save: a step can turn the weights to Inf/NaN while its
         # own loss, computed before the update, was still finite
         self.variables_finite = tf.reduce_all(
@@ -269,10 +272,45 @@ class Runner:
         """Every stage's image of the prior samples `z` [b, latent_len]."""
         return self.sess.run(self.net.sample_outputs, {self.net.prior_z: z})
 
+    def decoder_sigma(self):
+        """Stage 1's σ: the trained value with learn_sigma, else the flag's."""
+        if self.model.learn_sigma:
+            return float(self.sess.run(self.net.metrics['sigma']))
+        return self.model.sigma
+
+    def normal_samples(self, count):
+        """The first `count` of the fixed samples of N(0, I)."""
+        return prior_samples(self.conf.random_seed, count, self.model.latent_len)
+
+    def prior_z(self, count):
+        """The first `count` fixed samples of the prior that --sample_prior names: N(0, I),
+        or the Gaussian mixture fitted to the restored step (fitted now when not saved)."""
+        if self.conf.sample_prior == 'normal':
+            return self.normal_samples(count)
+        if self.mixture is None or self.mixture.step != self.step():
+            self.mixture = fitted_prior(self, self.step())
+        return latent_prior.sample(self.mixture, self.conf.random_seed, count)
+
     def sample(self, count):
-        """Every stage's image for the first `count` of the fixed prior samples."""
-        return self.sample_batch(prior_samples(self.conf.random_seed, count,
-                                               self.model.latent_len))
+        """Every stage's image for the first `count` fixed samples of --sample_prior."""
+        return self.sample_batch(self.prior_z(count))
+
+    def training_latent_means(self):
+        """The latent means of every training image (inference mode), [N, latent_len]."""
+        conf, model = self.conf, self.model
+        path = os.path.join(conf.data_dir, conf.train_data)
+        handle, source = hdf5_images.open_images(path, model.height, model.width,
+                                                 model.channel)
+        count = source.shape[0]
+        handle.close()
+        progress = CountProgress(count, f'encoding {conf.train_data}')
+        means = []
+        for batch in hdf5_images.sequential_batches(path, model.height, model.width,
+                                                    model.channel, conf.batch):
+            means.append(self.encode_batch(batch)[0])
+            progress.add(len(batch))
+        progress.finish()
+        return np.concatenate(means)
 
     def reconstruct_batch(self, batch):
         """One batch through the model (batch norm in inference mode): every stage's
@@ -290,6 +328,26 @@ class Runner:
     def close(self):
         """Releases the session."""
         self.sess.close()
+
+
+def fitted_prior(runner, step):
+    """The Gaussian mixture of checkpoint `step` (latent_prior.prior_path): loaded when
+    saved, else fitted to the training images' latent means and saved beside the
+    checkpoint (a read-only modeldir gets a note, and the mixture is used unsaved)."""
+    conf = runner.conf
+    path = latent_prior.prior_path(conf.modeldir, step, conf.prior_components)
+    if os.path.exists(path):
+        return latent_prior.load(path, runner.model.latent_len)
+    means = runner.training_latent_means()
+    print(f'fitting a {conf.prior_components}-component Gaussian mixture to the latent '
+          f'means of {len(means)} training images (step {step})')
+    mixture = latent_prior.fit(means, conf.prior_components, conf.random_seed, step)
+    try:
+        latent_prior.save(path, mixture)
+    except OSError as err:
+        print(f'note: could not write {path} ({err.strerror or err}); the mixture is used '
+              f'without being saved and is fitted again next time')
+    return mixture
 
 
 # ---------------------------------------------------------------- periodic tasks
@@ -324,7 +382,8 @@ def validate(runner, writer, step):
     reconstructions = runner.sess.run(runner.net.stage_outputs, {runner.net.images: first})
     grids = {'valid/reconstructions': images.stage_grid(reconstructions, per_row=8,
                                                           inputs=first),
-             'valid/prior_samples': images.stage_grid(runner.sample(GRID_IMAGES), per_row=8)}
+             'valid/prior_samples': images.stage_grid(
+                 runner.sample_batch(runner.normal_samples(GRID_IMAGES)), per_row=8)}
     for tag, picture in grids.items():
         values.append(tf1.Summary.Value(tag=tag, image=tf1.Summary.Image(
             height=picture.shape[0], width=picture.shape[1],
@@ -335,8 +394,9 @@ def validate(runner, writer, step):
 
 
 def write_training_samples(runner, step):
-    """sampledir/train/step_STEP.png: the fixed prior samples through every stage."""
-    picture = images.stage_grid(runner.sample(GRID_IMAGES), per_row=8)
+    """sampledir/train/step_STEP.png: the fixed N(0, I) samples through every stage."""
+    picture = images.stage_grid(runner.sample_batch(runner.normal_samples(GRID_IMAGES)),
+                                per_row=8)
     images.save_png(os.path.join(runner.conf.sampledir, 'train', f'step_{step:07d}.png'),
                     picture)
 
@@ -429,7 +489,28 @@ def train(runner):
     print(f'trained {conf.max_step - start} steps in {seconds:.0f} s '
           f'({(conf.max_step - start) * conf.batch / seconds:.0f} images/s); '
           f'last checkpoint {prefix}')
+    if conf.sample_prior == 'gmm':  # the prior that predict and evaluate will sample
+        fitted_prior(runner, step)
     return conf.max_step
+
+
+def fit_prior(runner):
+    """Fits the Gaussian mixture of --prior_components to the training images' latent
+    means under predict_step (the latest when <= 0) and saves it beside the checkpoint,
+    replacing an earlier fit; predict and evaluate with --sample_prior=gmm sample it."""
+    conf = runner.conf
+    step = runner.restore_for('fit_prior')
+    path = latent_prior.prior_path(conf.modeldir, step, conf.prior_components)
+    means = runner.training_latent_means()
+    mixture = latent_prior.fit(means, conf.prior_components, conf.random_seed, step)
+    try:
+        latent_prior.save(path, mixture)
+    except OSError as err:
+        raise UserError(f'could not write {path} ({err.strerror or err}): make '
+                        f'{conf.modeldir} writable or free disk space') from None
+    print(f'fitted a {conf.prior_components}-component Gaussian mixture to the latent means '
+          f'of {len(means)} training images under step {step}; wrote {path}')
+    return path
 
 
 def _row_names(model):
@@ -481,26 +562,32 @@ def evaluate(runner):
         os.path.join(conf.data_dir, conf.test_data), model.height, model.width, model.channel)
     test_count = min(conf.eval_samples, test_images.shape[0])
     handle.close()
-    z = prior_samples(conf.random_seed, conf.eval_samples, model.latent_len)
+    z = runner.prior_z(conf.eval_samples)
     prior_batches = (z[start:start + conf.batch] for start in range(0, len(z), conf.batch))
     inception = (feature_metrics.InceptionMetrics(conf, test_count)
                  if conf.eval_fid else None)
     means = measure.measure(runner.reconstruct_batch, runner.sample_batch,
-                            runner.test_batches(test_count), prior_batches, conf,
+                            runner.test_batches(test_count), prior_batches,
+                            conf.replace(sigma=runner.decoder_sigma()),
                             (test_count, len(z)), inception)
     result = {'step': step, 'model': model.as_dict(),
               'test_data': os.path.join(conf.data_dir, conf.test_data),
               'test_images': test_count, 'prior_samples': len(z),
-              'random_seed': conf.random_seed}
+              'sample_prior': prior_name(conf), 'random_seed': conf.random_seed}
     result.update(measure.summarize(means, conf, model.stage_sizes()))
     if inception is not None:
         result['inception'] = inception.summary()
         inception.close()
-    path = checkpoints.evaluation_path(conf.modeldir, step)
+    path = checkpoints.evaluation_path(conf.modeldir, step, prior_name(conf))
     measure.write_json(path, result)
     print(measure.report(result))
     print(f'wrote {path}')
     return result
+
+
+def prior_name(conf):
+    """'normal', or 'gmmK' for the fitted mixture of K components."""
+    return 'normal' if conf.sample_prior == 'normal' else f'gmm{conf.prior_components}'
 
 
 def lerp(a, b, steps):
@@ -605,7 +692,7 @@ def encode(runner):
 def export(runner):
     """Writes an inference-only copy of predict_step (the latest when <= 0) to export_dir:
     the model's variables without the optimizer's (a third of the size), flags.json and
-    TensorFlow's checkpoint state file. predict, reconstruct, evaluate, interpolate and
+    TensorFlow's checkpoint state file, and the step's fitted priors. predict, reconstruct, evaluate, interpolate and
     encode load it as any model folder; training cannot resume from it."""
     conf = runner.conf
     step = runner.restore_for('export')
@@ -615,6 +702,10 @@ def export(runner):
     checkpoints.write_state(target, conf.model_name)
     saved = checkpoints.load_config(conf.modeldir)
     checkpoints.save_config(target, dict(saved, **runner.model.as_dict()))
+    for path in glob.glob(os.path.join(glob.escape(conf.modeldir),
+                                       checkpoints.PRIORS.format(step=step))):
+        with atomic.replacing(os.path.join(target, os.path.basename(path))) as partial:
+            shutil.copyfile(path, partial)  # the fitted priors travel with the weights
     size = sum(os.path.getsize(path) for path in
                glob.glob(glob.escape(checkpoints.checkpoint_prefix(target, conf.model_name,
                                                                    step)) + '.*'))
@@ -625,4 +716,4 @@ def export(runner):
 
 ACTIONS = {'train': train, 'predict': predict, 'reconstruct': reconstruct,
            'evaluate': evaluate, 'interpolate': interpolate, 'encode': encode,
-           'export': export}
+           'export': export, 'fit_prior': fit_prior}

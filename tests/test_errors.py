@@ -34,6 +34,11 @@ def truncated(path):
         handle.truncate(os.path.getsize(path) // 2)
 
 
+def damaged_prior(root):
+    """A fitted-prior file of the trained model's last step that is not an .npz."""
+    garbage(str(root / 'model' / 'prior-10-gmm2.npz'))
+
+
 def train_file(make):
     """Setup that replaces data/train.h5 with make(path)."""
     return lambda root: make(str(root / 'data' / 'train.h5'))
@@ -120,6 +125,26 @@ CASES = {
     'export_into_a_full_folder': (('trained', fake_weights),
                                   {'action': 'export', 'export_dir': 'BLOCKER'},
                                   'is not empty: choose a new or empty folder'),
+    'ema_decay_out_of_range': (None, {'ema_decay': 1.0}, '--ema_decay=1.0 must be in [0, 1)'),
+    'refine_gradient_weight_negative': (None, {'refine_gradient_weight': -1},
+                                        '--refine_gradient_weight=-1.0 must be 0'),
+    'kl_warmup_negative': (None, {'kl_warmup_steps': -5}, '--kl_warmup_steps=-5 must be 0'),
+    'prior_components_not_positive': (None, {'prior_components': 0},
+                                      '--prior_components=0 must be positive'),
+    'ema_decay_with_cluster': (None, {'ema_decay': 0.99, 'ps_hosts': 'localhost:2222',
+                                      'worker_hosts': 'localhost:2223', 'job_name': 'worker'},
+                               'with a cluster is not supported'),
+    'fit_prior_without_train_data': ('trained', {'action': 'fit_prior',
+                                                 'train_data': 'gone.h5'}, 'gone.h5 not found'),
+    'gmm_prior_damaged': (('trained', damaged_prior), {'action': 'predict',
+                                                       'sample_prior': 'gmm',
+                                                       'prior_components': 2}, 'is damaged'),
+    'gmm_prior_too_many_components': ('trained', {'action': 'fit_prior',
+                                                  'prior_components': 500},
+                                      'cannot fit a mixture of --prior_components=500'),
+    'gmm_training_with_too_many_components': (None, {'sample_prior': 'gmm',
+                                                     'prior_components': 500},
+                                              'lower it to 96 or less'),
     'interpolation_steps_too_few': (None, {'interpolation_steps': 1}, 'must be 2 or more'),
     'encode_split_without_file': ('trained', {'action': 'encode', 'encode_split': 'valid'},
                                   '--encode_split=valid names no file'),

@@ -2,4 +2,5 @@
 run in modeldir (checkpoints), checks before anything is written (preflight), stopping
 on signals (signals), progress bars (progress), write-then-rename (atomic),
 TensorFlow's set-up (tf_setup), cluster plans (cluster), the stages' sizes and weights
-(stages, shapes), image grids and PNGs (images), and the one error type (errors)."""
+(stages, shapes), image grids and PNGs (images), the prior fitted to the training
+latents (latent_prior), and the one error type (errors)."""

@@ -12,6 +12,7 @@ CONFIG_FILE = 'flags.json'  # the flags of the run, written beside its checkpoin
 STATE_FILE = 'checkpoint'  # TensorFlow's checkpoint state (tf.train.latest_checkpoint)
 PARTIAL = '.partial-'  # name prefix of a checkpoint while it is being written
 EVALUATION = 'evaluation-{step}.json'  # --action=evaluate's metrics of checkpoint STEP
+PRIORS = 'prior-{step}-gmm*.npz'  # the Gaussian mixtures fitted to checkpoint STEP
 
 
 def checkpoint_prefix(modeldir, model_name, step):
@@ -93,6 +94,8 @@ def remove_checkpoint(modeldir, model_name, step):
         os.remove(prefix + '.index')
     for path in glob.glob(glob.escape(prefix) + '.*'):
         os.remove(path)
+    for path in glob.glob(os.path.join(glob.escape(modeldir), PRIORS.format(step=step))):
+        os.remove(path)
 
 
 def prune(modeldir, model_name, keep):
@@ -122,14 +125,15 @@ def discard_partial(modeldir, model_name):
 
 
 def remove_run(modeldir, model_name):
-    """Deletes every checkpoint of model_name, flags.json and the evaluation files;
-    returns how many checkpoints."""
+    """Deletes every checkpoint of model_name, flags.json, the evaluation files and the
+    fitted priors; returns how many checkpoints."""
     steps = saved_steps(modeldir, model_name)
     for step in steps:
         remove_checkpoint(modeldir, model_name, step)
     discard_partial(modeldir, model_name)
-    for path in glob.glob(os.path.join(glob.escape(modeldir), EVALUATION.format(step='*'))):
-        os.remove(path)
+    for pattern in (EVALUATION.format(step='*'), PRIORS.format(step='*')):
+        for path in glob.glob(os.path.join(glob.escape(modeldir), pattern)):
+            os.remove(path)
     for name in (CONFIG_FILE, STATE_FILE):
         if os.path.exists(os.path.join(modeldir, name)):
             os.remove(os.path.join(modeldir, name))
@@ -155,6 +159,8 @@ def load_config(modeldir):
                         f'--modeldir') from None
 
 
-def evaluation_path(modeldir, step):
-    """Where --action=evaluate writes the metrics of checkpoint `step`."""
-    return os.path.join(modeldir, EVALUATION.format(step=step))
+def evaluation_path(modeldir, step, prior='normal'):
+    """Where --action=evaluate writes the metrics of checkpoint `step` with prior samples
+    of `prior` ('normal': evaluation-STEP.json, else evaluation-STEP-PRIOR.json)."""
+    suffix = '' if prior == 'normal' else f'-{prior}'
+    return os.path.join(modeldir, EVALUATION.format(step=f'{step}{suffix}'))

@@ -41,6 +41,9 @@ class ModelConfig:
     refine_loss: str = _field(choices=('l1', 'l2'))  # loss of each refinement stage
     refine_weights: tuple = _field()  # one weight for all refinement stages, or one each
     stage_gradient: bool = _field()  # refinement losses also train the earlier stages
+    learn_sigma: bool = _field(variables=True)  # sigma a trained variable (starts at sigma)
+    ema_decay: float = _field(variables=True)  # > 0: inference uses averaged weights
+    refine_gradient_weight: float = _field()  # image-gradient L1 added to refinement losses
 
     def __post_init__(self):
         weights = self.refine_weights
@@ -77,6 +80,12 @@ class ModelConfig:
                     raise UserError(f'--channel={value} must be 1 or 3')
                 raise UserError(f'unknown --{field.name}={value}: choose one of '
                                 f'{", ".join(map(str, choices))}')
+        if not 0 <= self.ema_decay < 1:
+            raise UserError(f'--ema_decay={self.ema_decay} must be in [0, 1): 0 = no '
+                            f'averaged weights, 0.999 = an average over about 1000 steps')
+        if not (math.isfinite(self.refine_gradient_weight) and self.refine_gradient_weight >= 0):
+            raise UserError(f'--refine_gradient_weight={self.refine_gradient_weight} must be 0 '
+                            f'(plain --refine_loss) or positive')
         if not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma)
                 and self.sigma > 0):
             raise UserError(f'--sigma={self.sigma} must be positive: the decoder\'s standard '
@@ -111,6 +120,15 @@ class ModelConfig:
     def weights(self):
         """The loss weight of each refinement stage as floats."""
         return stages.refine_weights(self.refine_weights, self.num_stages)
+
+
+# Model fields added after runs were saved without them: the value those runs had.
+LEGACY_DEFAULTS = {'learn_sigma': False, 'ema_decay': 0.0, 'refine_gradient_weight': 0.0}
+
+
+def saved_value(saved, name):
+    """Model field `name` of a saved flags dict (LEGACY_DEFAULTS for older runs)."""
+    return saved.get(name, LEGACY_DEFAULTS.get(name))
 
 
 def field_names():

@@ -6,7 +6,7 @@ import os
 import tempfile
 
 from utils.data import hdf5_images, mnist, prepare_data
-from utils.run import checkpoints, config
+from utils.run import checkpoints, config, latent_prior
 from utils.run.errors import UserError
 
 MNIST_FILES = ('mnist_train.h5', 'mnist_valid.h5', 'mnist_test.h5')  # the default split names
@@ -50,7 +50,8 @@ def check_modeldir_for_training(conf):
             raise UserError(f'--modeldir={conf.modeldir} is not empty and holds no run: choose '
                             f'an empty or new folder, or pass --fresh_start to start there')
         return 'start'
-    differing = [key for key in config.variable_fields() if saved.get(key) != getattr(conf, key)]
+    differing = [key for key in config.variable_fields()
+                 if config.saved_value(saved, key) != getattr(conf, key)]
     if differing:
         raise UserError(f'{conf.modeldir} holds a model with {describe(differing, saved)} but '
                         f'the flags say {describe(differing, conf)}: use the same flags to '
@@ -101,6 +102,17 @@ def check_training_data(conf):
         if path == train_path and count < conf.batch:
             raise UserError(f'{path} holds {count} images, fewer than --batch={conf.batch}: '
                             f'lower --batch to {count} or less, or use more data')
+        if path == train_path and conf.sample_prior == 'gmm':
+            check_prior_components(conf, count)
+
+
+def check_prior_components(conf, count):
+    """The Gaussian mixture that --sample_prior=gmm fits has no more components than
+    the `count` training images it is fitted to."""
+    if count < conf.prior_components:
+        raise UserError(f'{count} training images cannot fit a mixture of '
+                        f'--prior_components={conf.prior_components}: lower it to {count} '
+                        f'or less')
 
 
 def prepare_training(conf):
@@ -129,12 +141,13 @@ def prepare_prediction(conf, given_flags=()):
                         f'missing): train first or point --modeldir at a trained model')
     taken = {}
     for key in config.field_names():
-        if key not in saved:  # a run from before the flag existed had its default
+        value = config.saved_value(saved, key)
+        if value is None:  # a run from before the flag existed had its default
             continue
-        if key in given_flags and saved[key] != getattr(conf, key):
+        if key in given_flags and value != getattr(conf, key):
             print(f'note: --{key}={getattr(conf, key)} ignored; the model in {conf.modeldir} '
-                  f'was trained with {key}={saved[key]}')
-        taken[key] = saved[key]
+                  f'was trained with {key}={value}')
+        taken[key] = value
     conf = conf.replace(**taken)
     if checkpoints.find_checkpoint(conf.modeldir, conf.model_name, conf.predict_step) is None:
         raise UserError(f'no checkpoint {conf.model_name}-* in {conf.modeldir}: train first '
@@ -145,14 +158,28 @@ def prepare_prediction(conf, given_flags=()):
         check_split(conf, 'test')
     if conf.action == 'encode':
         check_split(conf, conf.encode_split)
+    if conf.action == 'fit_prior' or needs_prior_fit(conf):
+        check_prior_components(conf, check_split(conf, 'train'))
     if conf.action == 'export':
         check_export_dir(conf)
     return conf
 
 
+def needs_prior_fit(conf):
+    """Whether the action samples a Gaussian mixture that is not saved yet for the step it
+    loads (it is then fitted on the training split)."""
+    if conf.sample_prior != 'gmm' or conf.action not in ('predict', 'evaluate'):
+        return False
+    steps = checkpoints.saved_steps(conf.modeldir, conf.model_name)
+    step = conf.predict_step if conf.predict_step > 0 else steps[-1]
+    return not os.path.exists(latent_prior.prior_path(conf.modeldir, step,
+                                                      conf.prior_components))
+
+
 def check_split(conf, split):
     """The file of `split` ('train', 'valid' or 'test') exists (the bundled MNIST is made
-    when it is a missing default) and matches the model's image shape."""
+    when it is a missing default) and matches the model's image shape; returns its
+    number of images."""
     name = getattr(conf, f'{split}_data')
     if not name and conf.action == 'encode':
         raise UserError(f'--encode_split={split} names no file: give its file flag or '
@@ -162,8 +189,10 @@ def check_split(conf, split):
                         f'split, give its file')
     path = os.path.join(conf.data_dir, name)
     make_bundled_mnist(conf, path)
-    handle, _ = hdf5_images.open_images(path, conf.height, conf.width, conf.channel)
+    handle, images = hdf5_images.open_images(path, conf.height, conf.width, conf.channel)
+    count = images.shape[0]
     handle.close()
+    return count
 
 
 def check_export_dir(conf):

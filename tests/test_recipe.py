@@ -1,0 +1,295 @@
+"""The levers of the best recipe: the fitted Gaussian-mixture prior, averaged weights, a
+trained σ, the KL warm-up, the cosine schedule and the image-gradient loss; and that
+resume stays exact with all of them."""
+import math
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import network
+import ops
+import runner
+from test_network import checkpoint_values, logged_losses
+from utils.run import latent_prior
+from utils.run.errors import UserError
+
+tf1 = tf.compat.v1
+
+KNOWN = latent_prior.Mixture(
+    weights=np.array([0.2, 0.5, 0.3]),
+    means=np.array([[-6.0, 0.0], [0.0, 5.0], [6.0, -2.0]]),
+    covariances=np.array([[[1.0, 0.3], [0.3, 0.5]], [[0.4, 0.0], [0.0, 0.4]],
+                          [[0.8, -0.2], [-0.2, 0.3]]]),
+    step=7, images=0)
+
+
+def by_first_mean(weights, means):
+    order = np.argsort(means[:, 0])
+    return weights[order], means[order]
+
+
+def test_sampling_a_known_mixture_gives_its_weights_means_and_covariances():
+    z = latent_prior.sample(KNOWN, seed=3, count=60000)
+    assert z.shape == (60000, 2) and z.dtype == np.float32
+    # each point belongs to the nearest mean: the components are far apart
+    nearest = np.argmin(((z[:, None] - KNOWN.means[None]) ** 2).sum(-1), axis=1)
+    np.testing.assert_allclose(np.bincount(nearest) / len(z), KNOWN.weights, atol=0.01)
+    for index in range(3):
+        part = z[nearest == index]
+        np.testing.assert_allclose(part.mean(0), KNOWN.means[index], atol=0.05)
+        np.testing.assert_allclose(np.cov(part.T), KNOWN.covariances[index], atol=0.05)
+
+
+def test_fitting_recovers_a_known_mixture():
+    points = latent_prior.sample(KNOWN, seed=4, count=20000)
+    fitted = latent_prior.fit(points, components=3, seed=0, step=7)
+    weights, means = by_first_mean(fitted.weights, fitted.means)
+    np.testing.assert_allclose(weights, KNOWN.weights, atol=0.02)
+    np.testing.assert_allclose(means, KNOWN.means, atol=0.1)
+    assert fitted.step == 7 and fitted.images == 20000
+
+
+def test_samples_are_fixed_by_the_seed_and_a_longer_draw_extends_a_shorter():
+    a = latent_prior.sample(KNOWN, seed=5, count=100)
+    np.testing.assert_array_equal(a, latent_prior.sample(KNOWN, seed=5, count=100))
+    assert not np.array_equal(a, latent_prior.sample(KNOWN, seed=6, count=100))
+    np.testing.assert_array_equal(a, latent_prior.sample(KNOWN, seed=5, count=1000)[:100])
+
+
+def test_a_saved_mixture_loads_back_and_a_damaged_one_is_one_error(tmp_path):
+    path = latent_prior.prior_path(str(tmp_path), 7, 3)
+    latent_prior.save(path, KNOWN)
+    assert sorted(os.listdir(tmp_path)) == ['prior-7-gmm3.npz']
+    loaded = latent_prior.load(path, latent_len=2)
+    for name in ('weights', 'means', 'covariances'):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(KNOWN, name))
+    assert loaded.step == 7
+    with pytest.raises(UserError, match='2-dimensional latents, not --latent_len=4'):
+        latent_prior.load(path, latent_len=4)
+    with open(path, 'r+b') as handle:
+        handle.truncate(100)
+    with pytest.raises(UserError, match='is damaged'):
+        latent_prior.load(path, latent_len=2)
+
+
+def test_too_few_points_for_the_components_is_an_error():
+    with pytest.raises(UserError, match='cannot fit a mixture of --prior_components=5'):
+        latent_prior.fit(np.zeros((3, 2)), components=5, seed=0)
+
+
+def test_evaluate_and_predict_sample_the_mixture_fitted_at_the_end_of_training(tiny_conf):
+    conf = tiny_conf(sample_prior='gmm', prior_components=2, max_step=10)
+    model = runner.Runner(conf)
+    runner.train(model)
+    path = latent_prior.prior_path(conf.modeldir, 10, 2)
+    assert os.path.exists(path)
+    saved = latent_prior.load(path, conf.latent_len)
+    means = model.training_latent_means()
+    assert means.shape == (96, conf.latent_len)
+    # the mixture's weighted mean is the latents' mean (EM keeps it at every step)
+    np.testing.assert_allclose(saved.weights @ saved.means, means.mean(0), atol=1e-3)
+    model.close()
+
+    model = runner.Runner(conf.replace(action='evaluate'))
+    model.restore_for('evaluate')
+    z = model.prior_z(6)
+    np.testing.assert_array_equal(z, latent_prior.sample(saved, conf.random_seed, 6))
+    model.close()
+
+
+# ---------------------------------------------------------------- averaged weights
+
+def test_predict_and_evaluate_restore_the_averaged_weights(tiny_conf):
+    conf = tiny_conf(ema_decay=0.9, max_step=10)
+    model = runner.Runner(conf)
+    runner.train(model)
+    model.close()
+    values = checkpoint_values(os.path.join(conf.modeldir, 'msvae-10'))
+    name = 'stage1/encoder/latent/weights'
+    average = values[f'{name}/ExponentialMovingAverage']
+    assert not np.allclose(average, values[name])  # the average lags the weights
+
+    for action in ('predict', 'evaluate'):
+        model = runner.Runner(conf.replace(action=action))
+        model.restore_for(action)
+        with model.graph.as_default():
+            variable = next(v for v in tf1.global_variables() if v.op.name == name)
+            moving = next(v for v in tf1.global_variables()
+                          if v.op.name == 'stage1/encoder/down0/bn/moving_mean')
+        np.testing.assert_array_equal(model.sess.run(variable), average)
+        # what is not trained (batch-norm averages) is restored as itself
+        np.testing.assert_array_equal(model.sess.run(moving), values[moving.op.name])
+        model.close()
+
+
+def test_the_average_follows_the_weights_with_the_decay(tiny_conf):
+    """After each step, average = d·average + (1 − d)·weights, d = min(decay, (1+n)/(10+n))
+    with n the global step after the update."""
+    model = runner.Runner(tiny_conf(ema_decay=0.5))
+    model.sess.run(model.init_op)
+    with model.graph.as_default():
+        weights = next(v for v in tf1.trainable_variables()
+                       if v.op.name == 'stage1/encoder/latent/biases')
+        average = model.net.weight_averages.average(weights)
+    batch = np.random.default_rng(0).uniform(-1, 1, (8, 16, 16, 1)).astype(np.float32)
+    expected = model.sess.run(weights)
+    for step in range(3):
+        model.train_step(batch)
+        decay = min(0.5, (2 + step) / (11 + step))  # n = step + 1
+        expected = decay * expected + (1 - decay) * model.sess.run(weights)
+        np.testing.assert_allclose(model.sess.run(average), expected, rtol=1e-5, atol=1e-7)
+    model.close()
+
+
+# ---------------------------------------------------------------- trained sigma
+
+def test_a_trained_sigma_moves_to_the_residuals_standard_deviation():
+    """On a fixed batch and fixed outputs, gradient descent on log σ of the stage-1 loss
+    ends at the root mean square of the residuals (where D/σ = Σr²/σ³)."""
+    rng = np.random.default_rng(1)
+    targets = rng.uniform(-1, 1, (4, 8, 8, 1)).astype(np.float32)
+    outputs = targets + rng.normal(0, 0.2, targets.shape).astype(np.float32)
+    rms = float(np.sqrt(np.mean((targets - outputs) ** 2)))
+    graph = tf.Graph()
+    with graph.as_default():
+        log_sigma = tf1.get_variable('log_sigma', [], initializer=tf1.constant_initializer(
+            math.log(0.5)))
+        loss = tf.reduce_mean(ops.gaussian_nll(tf.constant(targets), tf.constant(outputs),
+                                               0.5, log_sigma))
+        step = tf1.train.AdamOptimizer(0.05).minimize(loss)
+        with tf1.Session() as sess:
+            sess.run(tf1.global_variables_initializer())
+            first = float(np.exp(sess.run(log_sigma)))
+            for _ in range(600):
+                sess.run(step)
+            last = float(np.exp(sess.run(log_sigma)))
+    assert abs(first - rms) > 0.25
+    assert last == pytest.approx(rms, rel=0.01)
+
+
+def test_the_trained_sigma_is_a_checkpointed_variable_reported_and_used(tiny_conf):
+    # images in [-1, 1] and a tanh output: residuals far below a start of 3, so σ falls
+    conf = tiny_conf(learn_sigma=True, sigma=3.0, max_step=20, summary_step=1)
+    model = runner.Runner(conf)
+    runner.train(model)
+    sigma = model.decoder_sigma()
+    assert sigma < 2.97
+    model.close()
+    values = checkpoint_values(os.path.join(conf.modeldir, 'msvae-20'))
+    assert float(np.exp(values['stage1/log_sigma'])) == pytest.approx(sigma, rel=1e-6)
+    assert 'sigma' in {name.split('/', 1)[1] for name in
+                       logged_scalar_tags(conf.logdir)}
+
+
+def logged_scalar_tags(logdir):
+    tags = set()
+    for name in os.listdir(logdir):
+        for event in tf1.train.summary_iterator(os.path.join(logdir, name)):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+# ---------------------------------------------------------------- schedule and losses
+
+def test_kl_weight_and_cosine_learning_rate_follow_their_formulas():
+    graph = tf.Graph()
+    with graph.as_default():
+        step = tf1.placeholder(tf.int64, [])
+        weight = network.kl_weight(step, 100)
+        setup = network.TrainingSetup(learning_rate=1e-3, beta1=0.9, noise_seed=0,
+                                      lr_schedule='cosine', decay_steps=200)
+        rate = network.learning_rate(step, setup)
+        with tf1.Session() as sess:
+            for value in (0, 50, 100, 150, 200, 300):
+                w, r = sess.run([weight, rate], {step: value})
+                assert w == pytest.approx(min(1.0, value / 100))
+                expected = 0.5e-3 * (1 + math.cos(math.pi * min(value, 200) / 200))
+                assert r == pytest.approx(expected, abs=1e-9)
+    assert network.kl_weight(None, 0) is None
+    constant = network.TrainingSetup(learning_rate=1e-3, beta1=0.9, noise_seed=0)
+    assert network.learning_rate(None, constant) == 1e-3
+
+
+def test_gradient_l1_matches_numpy():
+    rng = np.random.default_rng(2)
+    a = rng.uniform(-1, 1, (3, 5, 6, 2)).astype(np.float32)
+    b = rng.uniform(-1, 1, (3, 5, 6, 2)).astype(np.float32)
+
+    def numpy_gradient_l1(x, y):
+        dy = np.abs(np.diff(x, axis=1) - np.diff(y, axis=1)).sum((1, 2, 3))
+        dx = np.abs(np.diff(x, axis=2) - np.diff(y, axis=2)).sum((1, 2, 3))
+        return dy + dx
+    graph = tf.Graph()
+    with graph.as_default(), tf1.Session() as sess:
+        got, offset = sess.run([ops.gradient_l1(tf.constant(a), tf.constant(b)),
+                                ops.gradient_l1(tf.constant(a), tf.constant(a + 0.3))])
+    np.testing.assert_allclose(got, numpy_gradient_l1(a, b), rtol=1e-5)
+    np.testing.assert_allclose(offset, 0, atol=1e-5)  # blind to a uniform offset
+
+
+def test_refinement_loss_adds_the_weighted_gradient_term(tiny_conf):
+    rng = np.random.default_rng(3)
+    batch = rng.uniform(-1, 1, (8, 16, 16, 1)).astype(np.float32)
+    losses = {}
+    for weight in (0.0, 2.0):
+        model = runner.Runner(tiny_conf(refine_gradient_weight=weight))
+        model.sess.run(model.init_op)
+        values = model.sess.run({'loss': model.net.per_image['stage2_loss'],
+                                 'out': model.net.stage_outputs[1]}, {model.net.images: batch})
+        losses[weight] = values
+        model.close()
+    np.testing.assert_array_equal(losses[0.0]['out'], losses[2.0]['out'])  # same seed
+    out = losses[0.0]['out']
+    l1 = np.abs(batch - out).sum((1, 2, 3))
+    grad = (np.abs(np.diff(batch, axis=1) - np.diff(out, axis=1)).sum((1, 2, 3))
+            + np.abs(np.diff(batch, axis=2) - np.diff(out, axis=2)).sum((1, 2, 3)))
+    np.testing.assert_allclose(losses[0.0]['loss'], l1, rtol=1e-5)
+    np.testing.assert_allclose(losses[2.0]['loss'], l1 + 2.0 * grad, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- exact resume
+
+def test_resume_is_exact_with_every_lever(tiny_conf, tmp_path):
+    """Cosine schedule, KL warm-up, averaged weights, a trained σ and the gradient loss:
+    ten steps, stop, ten more equal twenty straight (losses and every variable, the
+    averages and σ included), and the mixture fitted at the end is the same."""
+    levers = dict(lr_schedule='cosine', kl_warmup_steps=15, ema_decay=0.9, learn_sigma=True,
+                  refine_gradient_weight=0.5, sample_prior='gmm', prior_components=2)
+
+    def conf(name, max_step):
+        # the schedule's length is the run's max_step: the split run states the final one
+        return tiny_conf(max_step=max_step, save_step=10, summary_step=1,
+                         modeldir=str(tmp_path / name), logdir=str(tmp_path / f'{name}_log'),
+                         **levers)
+    model = runner.Runner(conf('straight', 20))
+    runner.train(model)
+    model.close()
+    first = runner.Runner(conf('split', 20).replace(max_step=20))
+    # stop after ten steps as a signal would: train_loop's should_stop
+    start = first.initialize_or_restore()
+    from utils.run.signals import StopRequests
+    with StopRequests() as stop:
+        runner.train_loop(first, runner.SINGLE_PROCESS, start, first.sess, stop,
+                          should_stop=lambda: first.step() >= 10)
+    first.close()
+    second = runner.Runner(conf('split', 20))
+    runner.train(second)
+    second.close()
+
+    straight, split = (logged_losses(str(tmp_path / f'{name}_log')) for name in
+                       ('straight', 'split'))
+    np.testing.assert_array_equal([split[s] for s in range(11, 21)],
+                                  [straight[s] for s in range(11, 21)])
+    a = checkpoint_values(str(tmp_path / 'straight' / 'msvae-20'))
+    b = checkpoint_values(str(tmp_path / 'split' / 'msvae-20'))
+    assert a.keys() == b.keys()
+    assert any(name.endswith('ExponentialMovingAverage') for name in a)
+    assert 'stage1/log_sigma' in a
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    priors = [latent_prior.load(latent_prior.prior_path(str(tmp_path / name), 20, 2), 4)
+              for name in ('straight', 'split')]
+    np.testing.assert_array_equal(priors[0].means, priors[1].means)
+    np.testing.assert_array_equal(priors[0].covariances, priors[1].covariances)
