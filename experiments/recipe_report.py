@@ -1,0 +1,130 @@
+"""The figure and table of a recipe's run: FID (and KID, precision, recall, the sharpness
+ratios) of the checkpoints evaluated at several training times, read from their
+evaluation JSONs and the run's TensorBoard events.
+
+    python experiments/recipe_report.py --run=runs/mnist_best --out=docs --name=best_recipe
+    python experiments/recipe_report.py --run=runs/mnist_best --steps_at=10,30,60,90
+
+--steps_at prints the saved steps reached within each budget (minutes), for the
+evaluations; without it the script writes OUT/NAME.md (a table per evaluated step)
+and OUT/NAME_fid_time.png (FID against training minutes).
+"""
+import glob
+import json
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from utils.evaluation import training_time  # noqa: E402
+from utils.run import checkpoints  # noqa: E402
+
+flags.DEFINE_string('run', 'runs/mnist_best', 'the run: RUN/model and RUN/log')
+flags.DEFINE_string('out', 'docs', 'folder of the table and the figure')
+flags.DEFINE_string('name', 'best_recipe', 'file names: NAME.md and NAME_fid_time.png')
+flags.DEFINE_list('steps_at', [], 'print the saved steps reached within these minutes')
+flags.DEFINE_string('prior', 'gmm10', 'the evaluations of this prior (normal or gmmK)')
+FLAGS = flags.FLAGS
+
+EVALUATION = re.compile(r'evaluation-(\d+)(?:-(gmm\d+))?\.json$')
+
+
+def evaluations(modeldir, prior):
+    """{step: evaluation dict} of modeldir's evaluation JSONs of `prior` that hold FID."""
+    found = {}
+    for path in glob.glob(os.path.join(glob.escape(modeldir), 'evaluation-*.json')):
+        match = EVALUATION.search(os.path.basename(path))
+        if not match or (match.group(2) or 'normal') != prior:
+            continue
+        with open(path) as handle:
+            result = json.load(handle)
+        if 'inception' in result:
+            found[int(match.group(1))] = result
+    return found
+
+
+def rows(results, seconds, images_per_epoch, batch):
+    """One dict per evaluated step: time, epochs and the final stage's sample metrics."""
+    table = []
+    for step in sorted(results):
+        result = results[step]
+        samples = result['inception']['samples']
+        final = result['stages'][-1]['samples']
+        table.append({'step': step, 'minutes': training_time.seconds_at(seconds, step) / 60,
+                      'epochs': step * batch / images_per_epoch, 'fid': samples['fid'],
+                      'kid': samples['kid'], 'precision': samples['precision'],
+                      'recall': samples['recall'], 'images': samples['images'],
+                      'laplacian': final['laplacian_variance_ratio'],
+                      'high_frequency': final['high_frequency_ratio_ratio']})
+    return table
+
+
+def markdown(table, prior):
+    """The table as markdown."""
+    lines = [f'Prior samples ({prior}) of each checkpoint against the test images; '
+             f'sharpness as a ratio to the real digits\'.', '',
+             '| training time | step | epochs | FID | KID | precision | recall '
+             '| Laplacian var. ×real | HF ratio ×real | N |',
+             '|---|---|---|---|---|---|---|---|---|---|']
+    for row in table:
+        lines.append(f'| {row["minutes"]:.0f} min | {row["step"]} | {row["epochs"]:.1f} | '
+                     f'{row["fid"]:.2f} | {row["kid"]:.4f} | {row["precision"]:.3f} | '
+                     f'{row["recall"]:.3f} | {row["laplacian"]:.3f} | '
+                     f'{row["high_frequency"]:.3f} | {row["images"]} |')
+    return '\n'.join(lines) + '\n'
+
+
+def figure(table, path, title):
+    """FID against training minutes, each point labelled with its step."""
+    import matplotlib
+    matplotlib.use('Agg')  # no display needed
+    from matplotlib import pyplot
+
+    figure_, axes = pyplot.subplots(figsize=(5, 3.2), dpi=120)
+    minutes = [row['minutes'] for row in table]
+    fids = [row['fid'] for row in table]
+    axes.plot(minutes, fids, marker='o')
+    for row in table:
+        axes.annotate(f'step {row["step"]}', (row['minutes'], row['fid']),
+                      textcoords='offset points', xytext=(4, 6), fontsize=7)
+    axes.set_xlabel('training time on 2 CPU cores (min)')
+    axes.set_ylabel('FID of prior samples')
+    axes.set_title(title, fontsize=9)
+    axes.grid(alpha=0.3)
+    figure_.tight_layout()
+    figure_.savefig(path)
+    pyplot.close(figure_)
+
+
+def main(argv):
+    del argv
+    modeldir, logdir = os.path.join(FLAGS.run, 'model'), os.path.join(FLAGS.run, 'log')
+    config = checkpoints.load_config(modeldir)
+    seconds = training_time.training_seconds(training_time.summary_times(logdir))
+    if FLAGS.steps_at:
+        saved = checkpoints.saved_steps(modeldir, config['model_name'])
+        chosen = training_time.steps_at_minutes(seconds, saved, map(float, FLAGS.steps_at))
+        print(' '.join(str(step) for step in chosen if step is not None))
+        return 0
+    import h5py
+    with h5py.File(os.path.join(config['data_dir'], config['train_data']), 'r') as handle:
+        images_per_epoch = handle['images'].shape[0]
+    table = rows(evaluations(modeldir, FLAGS.prior), seconds, images_per_epoch,
+                 config['batch'])
+    if not table:
+        print(f'no evaluation with FID of prior {FLAGS.prior} in {modeldir}', file=sys.stderr)
+        return 2
+    os.makedirs(FLAGS.out, exist_ok=True)
+    with open(os.path.join(FLAGS.out, f'{FLAGS.name}.md'), 'w') as handle:
+        handle.write(markdown(table, FLAGS.prior))
+    figure(table, os.path.join(FLAGS.out, f'{FLAGS.name}_fid_time.png'),
+           f'{FLAGS.run}: FID of {table[-1]["images"]} samples')
+    print(markdown(table, FLAGS.prior))
+    return 0
+
+
+if __name__ == '__main__':
+    app.run(main)
