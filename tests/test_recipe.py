@@ -293,3 +293,14 @@ def test_resume_is_exact_with_every_lever(tiny_conf, tmp_path):
               for name in ('straight', 'split')]
     np.testing.assert_array_equal(priors[0].means, priors[1].means)
     np.testing.assert_array_equal(priors[0].covariances, priors[1].covariances)
+
+
+def test_predict_samples_the_prior_the_run_was_trained_for_unless_told(tiny_conf):
+    import main
+    conf = tiny_conf(sample_prior='gmm', prior_components=2, max_step=10)
+    assert main.run(conf) == 10
+    later = main.default_config(**dict(conf.as_dict(), action='predict',
+                                       sample_prior='normal', prior_components=10))
+    folder = main.run(later)  # no flag on a command line: the run's own prior
+    assert os.path.basename(folder) == 'predict_step_10_gmm2'
+    assert len([name for name in os.listdir(folder) if name.startswith('sample_')]) == 6

@@ -10,6 +10,7 @@ from utils.run import checkpoints, config, latent_prior
 from utils.run.errors import UserError
 
 MNIST_FILES = ('mnist_train.h5', 'mnist_valid.h5', 'mnist_test.h5')  # the default split names
+PRIOR_FLAGS = ('sample_prior', 'prior_components')  # taken from the run unless given
 
 
 def check_writable(**folders):
@@ -133,8 +134,8 @@ def prepare_training(conf):
 def prepare_prediction(conf, given_flags=()):
     """The configuration to predict, reconstruct or evaluate with: conf with the model's
     fields taken from modeldir's flags.json (a differing flag in given_flags gets a
-    note). Checks the checkpoint, sampledir and, for reconstruct and evaluate, the test
-    split."""
+    note), and its --sample_prior and --prior_components unless given_flags has them.
+    Checks the checkpoint, sampledir and the splits that the action reads."""
     saved = checkpoints.load_config(conf.modeldir)
     if saved is None:
         raise UserError(f'{conf.modeldir} holds no trained model ({checkpoints.CONFIG_FILE} '
@@ -148,6 +149,9 @@ def prepare_prediction(conf, given_flags=()):
             print(f'note: --{key}={getattr(conf, key)} ignored; the model in {conf.modeldir} '
                   f'was trained with {key}={value}')
         taken[key] = value
+    for key in PRIOR_FLAGS:  # the prior the run was trained for, unless the command says
+        if key not in given_flags and key in saved:
+            taken[key] = saved[key]
     conf = conf.replace(**taken)
     if checkpoints.find_checkpoint(conf.modeldir, conf.model_name, conf.predict_step) is None:
         raise UserError(f'no checkpoint {conf.model_name}-* in {conf.modeldir}: train first '
