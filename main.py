@@ -4,6 +4,7 @@
     python main.py --action=predict                 # sample from the latest checkpoint
     python main.py --flagfile=configs/celeba128.flags
 """
+import contextlib
 import os
 import sys
 import tempfile
@@ -183,6 +184,10 @@ def validate(conf):
     for name in POSITIVE:
         _require(getattr(conf, name) > 0,
                  f'--{name}={getattr(conf, name)} must be positive: give a whole number > 0')
+    _require(conf.model_name and conf.model_name == os.path.basename(conf.model_name)
+             and conf.model_name not in ('.', '..'),
+             f'--model_name={conf.model_name!r} must be a plain file name (the checkpoints\' '
+             f'prefix inside --modeldir), without "/": put folders into --modeldir')
     _require(conf.interpolation_steps >= 2, f'--interpolation_steps='
              f'{conf.interpolation_steps} must be 2 or more: the two ends of each path')
     _require(conf.learning_rate > 0, f'--learning_rate={conf.learning_rate} must be positive '
@@ -246,28 +251,30 @@ def run(conf):
                  '(float32 on CPU) or install requirements-gpu.txt on a GPU machine')
     plan = cluster.plan_from(conf)
     check_cluster(conf, plan)
-    if plan is not None:
-        return _run_in_cluster(conf.replace(task_index=plan.task_index), plan)
-    if conf.action == 'train':
-        preflight.prepare_training(conf)
-    else:
-        given = {name for name in FLAG_NAMES if FLAGS[name].present}
-        conf = preflight.prepare_prediction(conf, given)
-    runner = load_tensorflow_quietly()
-    if conf.deterministic:
-        runner.make_deterministic()
-    model = runner.Runner(conf)
-    try:
-        return runner.ACTIONS[conf.action](model)
-    finally:
-        model.close()
+    with contextlib.ExitStack() as lock:  # a training holds modeldir's lock to its end
+        if plan is not None:
+            return _run_in_cluster(conf.replace(task_index=plan.task_index), plan, lock)
+        if conf.action == 'train':
+            lock.enter_context(preflight.prepare_training(conf))
+        else:
+            given = {name for name in FLAG_NAMES if FLAGS[name].present}
+            conf = preflight.prepare_prediction(conf, given)
+        runner = load_tensorflow_quietly()
+        if conf.deterministic:
+            runner.make_deterministic()
+        model = runner.Runner(conf)
+        try:
+            return runner.ACTIONS[conf.action](model)
+        finally:
+            model.close()
 
 
-def _run_in_cluster(conf, plan):
-    """Serves as a parameter server, or trains as a worker (the chief prepares modeldir)."""
+def _run_in_cluster(conf, plan, lock):
+    """Serves as a parameter server, or trains as a worker (the chief prepares modeldir and
+    holds its lock in the ExitStack `lock`)."""
     if plan.job_name == 'worker':
         if plan.is_chief:
-            preflight.prepare_training(conf)
+            lock.enter_context(preflight.prepare_training(conf))
         else:
             preflight.check_training_data(conf)
     load_tensorflow_quietly()

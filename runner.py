@@ -10,6 +10,7 @@ same loop, train_loop(); distributed.py only sets up the cluster, builds the Run
 with its Replicas and hands the loop its monitored session.
 """
 import collections
+import errno
 import glob
 import json
 import os
@@ -101,6 +102,18 @@ def training_setup(conf, replicas=None):
         decay_steps=conf.max_step, kl_warmup_steps=conf.kl_warmup_steps)
 
 
+def op_error_reason(err):
+    """The line of a TensorFlow OpError's message that says what went wrong (not the
+    'Graph execution error' header, nor where the op was defined)."""
+    noise = ('Graph execution error', 'Detected at node', 'File "', 'Node:', '[[',
+             'Traceback', 'Original stack trace')
+    for line in str(getattr(err, 'message', err)).splitlines():
+        line = line.strip()
+        if line and not line.startswith(noise):
+            return line
+    return type(err).__name__
+
+
 # ---------------------------------------------------------------- the session runner
 
 class Runner:
@@ -158,25 +171,52 @@ class Runner:
         return int(self.sess.run(self.net.global_step))
 
     def restore(self, step, inference=False):
-        """Loads checkpoint `step` of modeldir (the latest when step <= 0): every
+        """Loads checkpoint `step` of modeldir (the latest whole one when step <= 0): every
         variable, or with `inference` the model's own only (an exported checkpoint
         holds no optimizer state).
 
-        Returns the restored global step, or None when step <= 0 and modeldir
-        holds no checkpoint. Raises UserError when a checkpoint does not fit.
+        A latest checkpoint that is damaged or incomplete is skipped with a note in
+        favour of the newest whole one. Returns the restored global step, or None when
+        step <= 0 and modeldir holds no checkpoint. Raises UserError when a requested
+        checkpoint is damaged, or a checkpoint does not fit the model.
         """
         conf = self.conf
         prefix = checkpoints.find_checkpoint(conf.modeldir, conf.model_name, step)
         if prefix is None:
             return None
+        candidates = [prefix] if step > 0 else [
+            checkpoints.checkpoint_prefix(conf.modeldir, conf.model_name, saved)
+            for saved in reversed(checkpoints.saved_steps(conf.modeldir, conf.model_name))]
+        skipped = []
+        for prefix in candidates:
+            problem = checkpoints.missing_part(prefix) or self._load(prefix, inference)
+            if not problem:
+                for name, why in skipped:
+                    print(f'note: skipped checkpoint {name} ({why}); restored '
+                          f'{os.path.basename(prefix)}')
+                return self.step()
+            if step > 0:
+                saved = checkpoints.saved_steps(conf.modeldir, conf.model_name)
+                raise UserError(f'checkpoint {prefix} cannot be loaded: {problem}; pick another '
+                                f'step ({", ".join(map(str, saved))}) or 0 for the newest '
+                                f'whole one')
+            skipped.append((os.path.basename(prefix), problem))
+        raise UserError(f'no checkpoint of {conf.model_name} in {conf.modeldir} can be loaded ('
+                        + '; '.join(f'{name}: {why}' for name, why in skipped)[:300]
+                        + '): restore them, or train from scratch in another --modeldir')
+
+    def _load(self, prefix, inference):
+        """Restores `prefix`; returns '' or why the checkpoint is damaged (its bytes do not
+        check out). Raises UserError when it does not fit the model."""
         try:
             (self.model_saver if inference else self.saver).restore(self.sess, prefix)
+        except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as err:
+            return f'damaged: {op_error_reason(err)[:120]}'
         except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as err:
-            first = str(err).strip().splitlines()[0]
             raise UserError(f'checkpoint {prefix} does not fit the model built from the '
-                            f'flags ({first[:200]}); use the flags it was trained with or '
-                            f'another --modeldir') from None
-        return self.step()
+                            f'flags ({op_error_reason(err)[:200]}); use the flags it was '
+                            f'trained with or another --modeldir') from None
+        return ''
 
     def restore_for(self, action):
         """Loads predict_step (the latest when <= 0) for `action`; returns its step."""
@@ -218,10 +258,14 @@ class Runner:
             checkpoints.publish(folder, name, step)
         except (tf.errors.OpError, OSError) as err:
             checkpoints.discard_partial(folder, name)
-            reason = (getattr(err, 'message', None) or str(err)).strip().splitlines()[0]
+            reason = op_error_reason(err) if isinstance(err, tf.errors.OpError) else \
+                (err.strerror or str(err))
+            full = any(text in reason.lower() for text in ('space left', 'too large', 'quota')) \
+                or getattr(err, 'errno', None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+            fix = 'free disk space' if full else f'make {folder} writable'
             raise UserError(f'could not write checkpoint {name}-{step} in {folder} '
-                            f'({reason[:200]}); the earlier checkpoints are intact: free disk '
-                            f'space, then run the same command {retry}') from None
+                            f'({reason[:200]}); the earlier checkpoints are intact: {fix}, '
+                            f'then run the same command {retry}') from None
 
     def initialize_or_restore(self):
         """Restores reload_step (or the latest checkpoint), else initialises; returns the step."""

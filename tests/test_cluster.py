@@ -172,7 +172,7 @@ def wait_for_checkpoint_after(run, step, alive):
 
 def kill(run, key):
     run.processes[key].kill()
-    assert run.processes[key].wait(timeout=30) != 0
+    assert run.processes[key].wait(timeout=300) != 0
 
 
 def test_killed_workers_restart_and_the_run_completes(local_cluster):

@@ -55,7 +55,7 @@ def check_latest_checkpoint(modeldir):
     return steps[-1]
 
 
-def wait_for_progress(modeldir, beyond, timeout=60):
+def wait_for_progress(modeldir, beyond, timeout=300):
     """Waits until a checkpoint newer than step `beyond` appears (training is running)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -110,17 +110,17 @@ def test_a_signal_saves_the_step_it_arrived_at_and_exits(tiny_data, tmp_path, si
     lines = []
     reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
     reader.start()
-    deadline = time.time() + 60
+    # waits on the events themselves (training began, the process ended), under caps
+    # generous enough for a loaded machine: the run had ~100,000 steps left, so ending
+    # at all means that the signal stopped it
+    deadline = time.time() + 300
     while not any('training steps' in line for line in lines) and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(1.0)
-    sent = time.time()
     process.send_signal(signum)
-    process.wait(timeout=30)
-    took = time.time() - sent
-    reader.join(timeout=5)
+    process.wait(timeout=300)
+    reader.join(timeout=30)
     assert process.returncode == 128 + signum
-    assert took < 20  # the run had ~100,000 steps left; a loaded CI machine needs slack
     stopped = [line for line in lines if line.startswith('stopped by')]
     assert len(stopped) == 1 and signal.Signals(signum).name in stopped[0]
     step = int(stopped[0].split(' at step ')[1].split(':')[0])

@@ -192,7 +192,7 @@ def test_a_killed_conversion_leaves_no_final_file(tmp_path):
         [sys.executable, '-m', 'utils.data.prepare_data', '--source=folder',
          f'--input_dir={tmp_path / "img"}', f'--data_dir={out}', '--height=64', '--width=64',
          '--workers=1'], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
+    deadline = time.time() + 300
     while not glob.glob(str(out / '*.partial-*')) and time.time() < deadline:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)

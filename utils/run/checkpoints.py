@@ -1,4 +1,5 @@
 """The files of a run in modeldir: checkpoints model_name-STEP.* and the run's flags."""
+import contextlib
 import glob
 import json
 import os
@@ -45,6 +46,22 @@ def find_checkpoint(modeldir, model_name, step):
         raise UserError(f'no checkpoint {model_name}-{step} in {modeldir} (saved steps: '
                         f'{have}); pick one of them or 0 for the latest')
     return checkpoint_prefix(modeldir, model_name, step)
+
+
+def missing_part(prefix):
+    """What is missing of the checkpoint at `prefix` ('' when its .index and every data
+    shard are there): a data file pruned or deleted under a reader, say."""
+    if not os.path.exists(prefix + '.index'):
+        return f'{os.path.basename(prefix)}.index is missing'
+    shards = glob.glob(glob.escape(prefix) + '.data-*-of-*')
+    if not shards:
+        return f'its data file {os.path.basename(prefix)}.data-00000-of-… is missing'
+    total = int(shards[0].rsplit('-of-', 1)[1])
+    for index in range(total):
+        name = f'{prefix}.data-{index:05d}-of-{total:05d}'
+        if not os.path.exists(name):
+            return f'its data file {os.path.basename(name)} is missing'
+    return ''
 
 
 def partial_prefix(modeldir, model_name, step):
@@ -116,11 +133,12 @@ def discard_partial(modeldir, model_name):
         match = pattern.match(os.path.basename(path))
         if match and int(match.group(1)) not in complete:
             leftovers.append(path)
-    for path in leftovers:
+    for path in leftovers:  # already gone is fine: what matters is that it is gone
         if os.path.isdir(path):
-            shutil.rmtree(path)
+            shutil.rmtree(path, ignore_errors=True)
         else:
-            os.remove(path)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
     return len(leftovers)
 
 
@@ -153,10 +171,15 @@ def load_config(modeldir):
         return None
     try:
         with open(path) as handle:
-            return json.load(handle)
+            saved = json.load(handle)
     except (OSError, ValueError) as err:
         raise UserError(f'{path} is unreadable ({err}); restore it or use another '
                         f'--modeldir') from None
+    if not isinstance(saved, dict) or not saved:
+        raise UserError(f'{path} holds {json.dumps(saved)[:40]}, not the flags of a run (an '
+                        f'object of flag names and values): restore it or use another '
+                        f'--modeldir')
+    return saved
 
 
 def evaluation_path(modeldir, step, prior='normal'):

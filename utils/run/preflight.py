@@ -2,11 +2,12 @@
 
 Each raises UserError with the problem and the fix, before anything on disk changes.
 """
+import contextlib
 import os
 import tempfile
 
 from utils.data import hdf5_images, mnist, prepare_data
-from utils.run import checkpoints, config, latent_prior
+from utils.run import checkpoints, config, folder_lock, latent_prior
 from utils.run.errors import UserError
 
 MNIST_FILES = ('mnist_train.h5', 'mnist_valid.h5', 'mnist_test.h5')  # the default split names
@@ -37,27 +38,39 @@ def describe(keys, values):
 def check_modeldir_for_training(conf):
     """Decides between resuming, starting, and refusing; deletes nothing (prepare_training
     deletes an earlier run for --fresh_start once every check has passed). Returns
-    'resume', 'start', or 'fresh' (--fresh_start over an earlier run)."""
+    ('resume', ()), ('start', ()) or ('fresh', model names whose run --fresh_start
+    deletes: the flags' and the earlier run's own)."""
     saved = checkpoints.load_config(conf.modeldir)
     steps = checkpoints.saved_steps(conf.modeldir, conf.model_name)
+    earlier = saved.get('model_name', conf.model_name) if saved else conf.model_name
     if conf.fresh_start:
-        return 'fresh' if saved is not None or steps else 'start'
+        names = tuple(dict.fromkeys([conf.model_name, earlier]))
+        return ('fresh', names) if saved is not None or steps else ('start', ())
     if saved is None:
         if steps:
             raise UserError(f'{conf.modeldir} holds checkpoints but no {checkpoints.CONFIG_FILE}, '
                             f'so the flags they were trained with are unknown: restore it, or '
                             f'pass --fresh_start to delete them and start over')
-        if os.listdir(conf.modeldir):
+        if set(os.listdir(conf.modeldir)) - {folder_lock.LOCK_FILE}:
             raise UserError(f'--modeldir={conf.modeldir} is not empty and holds no run: choose '
                             f'an empty or new folder, or pass --fresh_start to start there')
-        return 'start'
+        return ('start', ())
+    if earlier != conf.model_name:
+        raise UserError(f'{conf.modeldir} holds the run {earlier!r}, not --model_name='
+                        f'{conf.model_name!r}: use --model_name={earlier} to resume it, another '
+                        f'--modeldir, or --fresh_start to delete that run')
+    if not steps and not checkpoints.saved_steps(conf.modeldir, earlier):
+        # a run stopped before its first checkpoint left only its flags: nothing to keep
+        print(f'note: {conf.modeldir} holds the flags of a run that saved no checkpoint; '
+              f'starting over with the flags given')
+        return ('start', ())
     differing = [key for key in config.variable_fields()
                  if config.saved_value(saved, key) != getattr(conf, key)]
     if differing:
         raise UserError(f'{conf.modeldir} holds a model with {describe(differing, saved)} but '
                         f'the flags say {describe(differing, conf)}: use the same flags to '
                         f'resume, another --modeldir, or --fresh_start to delete that run')
-    return 'resume'
+    return ('resume', ())
 
 
 def check_resume_point(conf):
@@ -116,19 +129,24 @@ def check_prior_components(conf, count):
                         f'or less')
 
 
+@contextlib.contextmanager
 def prepare_training(conf):
-    """All checks of --action=train, then writes this run's flags to modeldir."""
+    """Locks modeldir for this training (folder_lock), makes all checks of --action=train,
+    then writes this run's flags to modeldir; the lock is held until the block ends. A
+    failed check frees the lock and leaves modeldir as it was."""
     check_writable(modeldir=conf.modeldir, logdir=conf.logdir, sampledir=conf.sampledir)
-    decision = check_modeldir_for_training(conf)
-    check_resume_point(conf)
-    check_training_data(conf)
-    if decision == 'fresh':  # only now, with every check passed
-        count = checkpoints.remove_run(conf.modeldir, conf.model_name)
-        print(f'--fresh_start: deleted {count} checkpoints and the flags of the earlier '
-              f'run in {conf.modeldir} (its TensorBoard events stay in {conf.logdir})')
-    checkpoints.discard_partial(conf.modeldir, conf.model_name)
-    checkpoints.write_state(conf.modeldir, conf.model_name)  # current after a kill -9
-    checkpoints.save_config(conf.modeldir, conf.as_dict())
+    with folder_lock.held(conf.modeldir):
+        decision = check_modeldir_for_training(conf)
+        check_resume_point(conf)
+        check_training_data(conf)
+        if decision[0] == 'fresh':  # only now, with every check passed
+            count = sum(checkpoints.remove_run(conf.modeldir, name) for name in decision[1])
+            print(f'--fresh_start: deleted {count} checkpoints and the flags of the earlier '
+                  f'run in {conf.modeldir} (its TensorBoard events stay in {conf.logdir})')
+        checkpoints.discard_partial(conf.modeldir, conf.model_name)
+        checkpoints.write_state(conf.modeldir, conf.model_name)  # current after a kill -9
+        checkpoints.save_config(conf.modeldir, conf.as_dict())
+        yield
 
 
 def prepare_prediction(conf, given_flags=()):
@@ -153,6 +171,12 @@ def prepare_prediction(conf, given_flags=()):
         if key not in given_flags and key in saved:
             taken[key] = saved[key]
     conf = conf.replace(**taken)
+    try:
+        conf.model  # noqa: B018  (the saved fields must make a model)
+    except UserError as err:
+        raise UserError(f'{os.path.join(conf.modeldir, checkpoints.CONFIG_FILE)} does not '
+                        f'describe a model ({str(err).split(":")[0]}): restore it from the '
+                        f'run\'s flags') from None
     if checkpoints.find_checkpoint(conf.modeldir, conf.model_name, conf.predict_step) is None:
         raise UserError(f'no checkpoint {conf.model_name}-* in {conf.modeldir}: train first '
                         f'(it saves every --save_step steps) or point --modeldir at a trained '

@@ -1,0 +1,216 @@
+"""Damaged or mismatched state is recovered from or named: a damaged newest checkpoint
+is skipped for the newest whole one, a missing data file is named, a flags.json that
+describes no model is one error; one training per model folder (the lock, free again
+after kill -9); --model_name changes and runs stopped before their first checkpoint."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import main
+from conftest import ROOT, TINY
+from test_crash import main_args, start, wait_for_progress
+from utils.run import checkpoints, folder_lock
+from utils.run.errors import UserError
+
+
+@pytest.fixture(scope='module')
+def two_checkpoints(tmp_path_factory):
+    """A tiny run with checkpoints msvae-5 and msvae-10, made once (copy before changing)."""
+    root = tmp_path_factory.mktemp('two_checkpoints')
+    from helpers import blob_images
+    from utils.data.hdf5_writer import write_images
+    write_images(str(root / 'data' / 'train.h5'), blob_images(96, seed=1))
+    write_images(str(root / 'data' / 'test.h5'), blob_images(32, seed=3))
+    conf = main.default_config(**dict(TINY, data_dir=str(root / 'data'), valid_data='',
+                                      modeldir=str(root / 'model'), logdir=str(root / 'log'),
+                                      sampledir=str(root / 'samples')))
+    assert main.run(conf) == 10
+    return root
+
+
+def copy_run(source, tmp_path):
+    for name in ('data', 'model'):
+        shutil.copytree(source / name, tmp_path / name)
+    return main.default_config(**dict(TINY, data_dir=str(tmp_path / 'data'), valid_data='',
+                                      modeldir=str(tmp_path / 'model'),
+                                      logdir=str(tmp_path / 'log'),
+                                      sampledir=str(tmp_path / 'samples')))
+
+
+def truncate(path):
+    with open(path, 'r+b') as handle:
+        handle.truncate(os.path.getsize(path) // 2)
+
+
+def zero(path):
+    size = os.path.getsize(path)
+    with open(path, 'r+b') as handle:
+        handle.write(b'\0' * size)
+
+
+DAMAGE = {
+    'truncated_data': lambda prefix: truncate(prefix + '.data-00000-of-00001'),
+    'zeroed_data': lambda prefix: zero(prefix + '.data-00000-of-00001'),
+    'truncated_index': lambda prefix: truncate(prefix + '.index'),
+    'zeroed_index': lambda prefix: zero(prefix + '.index'),
+    'missing_data': lambda prefix: os.remove(prefix + '.data-00000-of-00001'),
+}
+
+
+@pytest.mark.parametrize('damage', sorted(DAMAGE))
+def test_predict_skips_a_damaged_newest_checkpoint_for_the_newest_whole_one(
+        damage, two_checkpoints, tmp_path, capsys):
+    conf = copy_run(two_checkpoints, tmp_path)
+    DAMAGE[damage](os.path.join(conf.modeldir, 'msvae-10'))
+    folder = main.run(conf.replace(action='predict'))
+    assert os.path.basename(folder) == 'predict_step_5'
+    notes = [line for line in capsys.readouterr().out.splitlines()
+             if line.startswith('note: skipped checkpoint msvae-10')]
+    assert len(notes) == 1 and 'restored msvae-5' in notes[0]
+    assert ('is missing' in notes[0]) == (damage == 'missing_data')
+    # asked for by its step, the damaged checkpoint is an error that says so
+    with pytest.raises(UserError, match='msvae-10 cannot be loaded: (damaged|its data file)'):
+        main.run(conf.replace(action='predict', predict_step=10))
+
+
+def test_training_resumes_from_the_newest_whole_checkpoint(two_checkpoints, tmp_path, capsys):
+    conf = copy_run(two_checkpoints, tmp_path)
+    truncate(os.path.join(conf.modeldir, 'msvae-10.data-00000-of-00001'))
+    assert main.run(conf.replace(max_step=12)) == 12
+    out = capsys.readouterr().out
+    assert 'note: skipped checkpoint msvae-10' in out and 'training steps 6..12' in out
+    # step 10 was written again, whole this time
+    assert checkpoints.saved_steps(conf.modeldir, 'msvae') == [5, 10, 12]
+    assert os.path.basename(main.run(conf.replace(action='predict', predict_step=10))) == \
+        'predict_step_10'
+
+
+def test_no_loadable_checkpoint_at_all_is_one_error(two_checkpoints, tmp_path):
+    conf = copy_run(two_checkpoints, tmp_path)
+    for step in (5, 10):
+        zero(os.path.join(conf.modeldir, f'msvae-{step}.index'))
+    with pytest.raises(UserError, match='no checkpoint of msvae in .* can be loaded'):
+        main.run(conf.replace(action='predict'))
+
+
+@pytest.mark.parametrize('content, expected', [
+    ('[]', 'not the flags of a run'), ('{}', 'not the flags of a run'),
+    ('"msvae"', 'not the flags of a run'), ('{"height": "tall"}', 'does not describe a model'),
+    ('{"latent_len": -3}', 'does not describe a model')])
+def test_a_flags_file_that_describes_no_model_is_one_error(content, expected, two_checkpoints,
+                                                           tmp_path):
+    conf = copy_run(two_checkpoints, tmp_path)
+    path = os.path.join(conf.modeldir, 'flags.json')
+    if content.startswith('{"'):  # a field of the real flags replaced
+        import json
+        with open(path) as handle:
+            saved = json.load(handle)
+        saved.update(json.loads(content))
+        content = json.dumps(saved)
+    with open(path, 'w') as handle:
+        handle.write(content)
+    with pytest.raises(UserError, match=expected):
+        main.run(conf.replace(action='predict'))
+
+
+# ---------------------------------------------------------------- the model folder
+
+def test_another_model_name_is_refused_and_fresh_start_deletes_the_earlier_run(
+        two_checkpoints, tmp_path):
+    conf = copy_run(two_checkpoints, tmp_path)
+    with pytest.raises(UserError, match="holds the run 'msvae', not --model_name='other'"):
+        main.run(conf.replace(model_name='other'))
+    assert checkpoints.saved_steps(conf.modeldir, 'msvae') == [5, 10]
+    assert main.run(conf.replace(model_name='other', fresh_start=True, max_step=5)) == 5
+    assert checkpoints.saved_steps(conf.modeldir, 'msvae') == []  # no orphans left
+    assert checkpoints.saved_steps(conf.modeldir, 'other') == [5]
+    folder = main.run(conf.replace(model_name='other', action='predict'))
+    assert os.path.basename(folder) == 'predict_step_5'
+
+
+def test_a_run_stopped_before_its_first_checkpoint_does_not_hold_the_folder(
+        two_checkpoints, tmp_path, capsys):
+    conf = copy_run(two_checkpoints, tmp_path)
+    for step in (5, 10):
+        checkpoints.remove_checkpoint(conf.modeldir, 'msvae', step)
+    # flags.json alone (a kill before step 5): other architecture flags are fine
+    assert main.run(conf.replace(latent_len=6, max_step=5)) == 5
+    assert 'saved no checkpoint; starting over' in capsys.readouterr().out
+    assert checkpoints.load_config(conf.modeldir)['latent_len'] == 6
+
+
+def test_model_name_with_a_folder_is_refused_before_training():
+    with pytest.raises(UserError, match='must be a plain file name'):
+        main.validate(main.default_config(model_name='sub/net'))
+
+
+def holder_pid(modeldir):
+    path = os.path.join(modeldir, folder_lock.LOCK_FILE)
+    try:
+        with open(path) as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return None
+    return int(text.split()[1]) if text.startswith('process ') else None
+
+
+def test_one_training_per_folder_the_lock_frees_on_kill_and_predict_reads_meanwhile(
+        tiny_data, tmp_path):
+    modeldir = str(tmp_path / 'model')
+    first = start(main_args(tiny_data, tmp_path, max_step=100000, save_step=5,
+                            summary_step=1000))
+    wait_for_progress(modeldir, 5)
+    assert holder_pid(modeldir) == first.pid
+
+    second = subprocess.run(main_args(tiny_data, tmp_path, random_seed=7), cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    lines = [line for line in second.stderr.splitlines() if line.strip()]
+    assert second.returncode == 2 and len(lines) == 1, second.stderr
+    assert f'is in use by a training (process {first.pid}' in lines[0]
+
+    reader = subprocess.run(main_args(tiny_data, tmp_path, action='predict'), cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert reader.returncode == 0, reader.stderr  # reading while training writes
+
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=300)
+    assert holder_pid(modeldir) == first.pid  # the file stays: its lock does not
+    third = start(main_args(tiny_data, tmp_path, max_step=100000, save_step=100000,
+                            summary_step=1000))
+    lines = []
+    threading.Thread(target=lambda: lines.extend(third.stdout), daemon=True).start()
+    deadline = time.time() + 300  # until its training loop (and signal handling) runs
+    while not any('training steps' in line for line in lines) and time.time() < deadline:
+        assert third.poll() is None, lines
+        time.sleep(0.1)
+    assert holder_pid(modeldir) == third.pid
+    third.send_signal(signal.SIGTERM)
+    assert third.wait(timeout=300) == 128 + signal.SIGTERM
+    assert holder_pid(modeldir) is None  # a run that ends removes its lock file
+
+
+def test_the_lock_holder_is_named_and_a_failed_check_leaves_no_lock_file(tmp_path):
+    folder = str(tmp_path)
+    with folder_lock.held(folder):
+        assert holder_pid(folder) == os.getpid()
+        code = ('import sys; from utils.run import folder_lock\n'
+                'try:\n    folder_lock.acquire(sys.argv[1])\n'
+                'except Exception as err:\n    print(err)\n')
+        other = subprocess.run([sys.executable, '-c', code, folder], cwd=ROOT,
+                               capture_output=True, text=True, timeout=120)
+        assert f'in use by a training (process {os.getpid()}' in other.stdout
+    assert not os.path.exists(os.path.join(folder, folder_lock.LOCK_FILE))
+    conf = main.default_config(modeldir=str(tmp_path / 'model'), data_dir=str(tmp_path / 'none'),
+                               train_data='typo.h5', logdir=str(tmp_path / 'log'),
+                               sampledir=str(tmp_path / 's'))
+    with pytest.raises(UserError, match='typo.h5 not found'):
+        main.run(conf)
+    assert os.listdir(tmp_path / 'model') == []
+    np.testing.assert_equal(holder_pid(str(tmp_path / 'model')), None)
