@@ -50,7 +50,8 @@ def load_model(runner, modeldir, step):
 
 def model_metrics(runner, model, conf):
     """The evaluation of the model's checkpoint: read from its JSON, or computed now."""
-    path = checkpoints.evaluation_path(conf.modeldir, model.step(), runner.prior_name(conf))
+    path = checkpoints.evaluation_path(conf.modeldir, model.step(),
+                                        runner.evaluation_variant(conf))
     if os.path.exists(path):
         with open(path) as handle:
             return json.load(handle)

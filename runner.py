@@ -14,6 +14,7 @@ import errno
 import glob
 import json
 import os
+import re
 import shutil
 import time
 
@@ -151,7 +152,9 @@ class Runner:
         self.saver = tf1.train.Saver(tf1.global_variables(), max_to_keep=None)
         # inference needs no optimizer state: predict and the other actions restore, and
         # export writes, only the model's own variables
-        self.model_saver = tf1.train.Saver(network.inference_variables(net), max_to_keep=None)
+        self.model_saver = tf1.train.Saver(
+            network.inference_variables(net, self.conf.inference_weights == 'average'),
+            max_to_keep=None)
         # checked before each save: a step can turn the weights to Inf/NaN while its
         # own loss, computed before the update, was still finite
         self.variables_finite = tf.reduce_all(
@@ -563,14 +566,21 @@ def _row_names(model):
 
 def predict(runner):
     """Loads predict_step (the latest when <= 0) and writes num_samples prior samples
-    (of --sample_prior) to sampledir/predict_step_STEP[_gmmK]: one PNG each (final
-    stage) and grid.png whose rows are the stages."""
+    (of --sample_prior) to sampledir/predict_step_STEP[_VARIANT] (evaluation_variant):
+    one PNG each (final stage) and grid.png whose rows are the stages; samples of an
+    earlier, longer predict there are removed."""
     conf = runner.conf
     step = runner.restore_for('predict')
     outputs = runner.sample(conf.num_samples)
-    # samples of the fitted mixture go to their own folder: never mixed with N(0, I)'s
-    suffix = '' if conf.sample_prior == 'normal' else f'_{prior_name(conf)}'
-    folder = os.path.join(conf.sampledir, f'predict_step_{step}{suffix}')
+    # another prior or other weights go to their own folder, never mixed with these
+    variant = evaluation_variant(conf)
+    folder = os.path.join(conf.sampledir, f'predict_step_{step}' + (f'_{variant}' if variant
+                                                                    else ''))
+    # an earlier predict of more samples left files that these would not overwrite
+    for stale in glob.glob(os.path.join(glob.escape(folder), 'sample_*.png')):
+        index = re.fullmatch(r'sample_(\d+)\.png', os.path.basename(stale))
+        if index and int(index.group(1)) >= conf.num_samples:
+            os.remove(stale)
     paths = images.save_each(folder, outputs[-1])
     images.save_png(os.path.join(folder, 'grid.png'), images.stage_grid(outputs))
     print(f'wrote {len(paths)} samples of step {step} and grid.png (rows: '
@@ -620,12 +630,14 @@ def evaluate(runner):
     result = {'step': step, 'model': model.as_dict(),
               'test_data': os.path.join(conf.data_dir, conf.test_data),
               'test_images': test_count, 'prior_samples': len(z),
-              'sample_prior': prior_name(conf), 'random_seed': conf.random_seed}
+              'sample_prior': prior_name(conf), 'inference_weights': (
+                  conf.inference_weights if model.ema_decay > 0 else 'last'),
+              'random_seed': conf.random_seed}
     result.update(measure.summarize(means, conf, model.stage_sizes()))
     if inception is not None:
         result['inception'] = inception.summary()
         inception.close()
-    path = checkpoints.evaluation_path(conf.modeldir, step, prior_name(conf))
+    path = checkpoints.evaluation_path(conf.modeldir, step, evaluation_variant(conf))
     measure.write_json(path, result)
     print(measure.report(result))
     print(f'wrote {path}')
@@ -635,6 +647,16 @@ def evaluate(runner):
 def prior_name(conf):
     """'normal', or 'gmmK' for the fitted mixture of K components."""
     return 'normal' if conf.sample_prior == 'normal' else f'gmm{conf.prior_components}'
+
+
+def evaluation_variant(conf):
+    """What sets an evaluation apart from the plain one of its step: '' (N(0, I), the
+    model's inference weights), else 'gmmK', 'last' (a model with averaged weights
+    evaluated with its last step's) or both, joined by '-'."""
+    parts = [] if conf.sample_prior == 'normal' else [prior_name(conf)]
+    if conf.ema_decay > 0 and conf.inference_weights == 'last':
+        parts.append('last')
+    return '-'.join(parts)
 
 
 def lerp(a, b, steps):

@@ -26,18 +26,19 @@ flags.DEFINE_string('run', 'runs/mnist_best', 'the run: RUN/model and RUN/log')
 flags.DEFINE_string('out', 'docs', 'folder of the table and the figure')
 flags.DEFINE_string('name', 'best_recipe', 'file names: NAME.md and NAME_fid_time.png')
 flags.DEFINE_list('steps_at', [], 'print the saved steps reached within these minutes')
-flags.DEFINE_string('prior', 'gmm10', 'the evaluations of this prior (normal or gmmK)')
+flags.DEFINE_string('variant', 'gmm10', 'the evaluations of this variant (runner.'
+                    'evaluation_variant: "" = N(0, I) and the inference weights, gmmK, ...)')
 FLAGS = flags.FLAGS
 
-EVALUATION = re.compile(r'evaluation-(\d+)(?:-(gmm\d+))?\.json$')
+EVALUATION = re.compile(r'evaluation-(\d+)(?:-(.+))?\.json$')
 
 
-def evaluations(modeldir, prior):
-    """{step: evaluation dict} of modeldir's evaluation JSONs of `prior` that hold FID."""
+def evaluations(modeldir, variant):
+    """{step: evaluation dict} of modeldir's evaluation JSONs of `variant` that hold FID."""
     found = {}
     for path in glob.glob(os.path.join(glob.escape(modeldir), 'evaluation-*.json')):
         match = EVALUATION.search(os.path.basename(path))
-        if not match or (match.group(2) or 'normal') != prior:
+        if not match or (match.group(2) or '') != variant:
             continue
         with open(path) as handle:
             result = json.load(handle)
@@ -62,9 +63,9 @@ def rows(results, seconds, images_per_epoch, batch):
     return table
 
 
-def markdown(table, prior):
+def markdown(table, variant):
     """The table as markdown."""
-    lines = [f'Prior samples ({prior}) of each checkpoint against the test images; '
+    lines = [f'Prior samples ({variant or "N(0, I)"}) of each checkpoint against the test images; '
              f'sharpness as a ratio to the real digits\'.', '',
              '| training time | step | epochs | FID | KID | precision | recall '
              '| Laplacian var. ×real | HF ratio ×real | N |',
@@ -112,17 +113,18 @@ def main(argv):
     import h5py
     with h5py.File(os.path.join(config['data_dir'], config['train_data']), 'r') as handle:
         images_per_epoch = handle['images'].shape[0]
-    table = rows(evaluations(modeldir, FLAGS.prior), seconds, images_per_epoch,
+    table = rows(evaluations(modeldir, FLAGS.variant), seconds, images_per_epoch,
                  config['batch'])
     if not table:
-        print(f'no evaluation with FID of prior {FLAGS.prior} in {modeldir}', file=sys.stderr)
+        print(f'no evaluation with FID of variant {FLAGS.variant!r} in {modeldir}',
+              file=sys.stderr)
         return 2
     os.makedirs(FLAGS.out, exist_ok=True)
     with open(os.path.join(FLAGS.out, f'{FLAGS.name}.md'), 'w') as handle:
-        handle.write(markdown(table, FLAGS.prior))
+        handle.write(markdown(table, FLAGS.variant))
     figure(table, os.path.join(FLAGS.out, f'{FLAGS.name}_fid_time.png'),
            f'{FLAGS.run}: FID of {table[-1]["images"]} samples')
-    print(markdown(table, FLAGS.prior))
+    print(markdown(table, FLAGS.variant))
     return 0
 
 

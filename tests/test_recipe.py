@@ -122,6 +122,13 @@ def test_predict_and_evaluate_restore_the_averaged_weights(tiny_conf):
         # what is not trained (batch-norm averages) is restored as itself
         np.testing.assert_array_equal(model.sess.run(moving), values[moving.op.name])
         model.close()
+    # --inference_weights=last: the last step's weights instead, for comparison
+    model = runner.Runner(conf.replace(action='predict', inference_weights='last'))
+    model.restore_for('predict')
+    with model.graph.as_default():
+        variable = next(v for v in tf1.global_variables() if v.op.name == name)
+    np.testing.assert_array_equal(model.sess.run(variable), values[name])
+    model.close()
 
 
 def test_the_average_follows_the_weights_with_the_decay(tiny_conf):

@@ -214,3 +214,11 @@ def test_the_lock_holder_is_named_and_a_failed_check_leaves_no_lock_file(tmp_pat
         main.run(conf)
     assert os.listdir(tmp_path / 'model') == []
     np.testing.assert_equal(holder_pid(str(tmp_path / 'model')), None)
+
+
+def test_a_second_predict_of_fewer_samples_leaves_no_stale_ones(two_checkpoints, tmp_path):
+    conf = copy_run(two_checkpoints, tmp_path).replace(action='predict')
+    folder = main.run(conf.replace(num_samples=6))
+    assert main.run(conf.replace(num_samples=3, random_seed=9)) == folder
+    assert sorted(name for name in os.listdir(folder) if name.startswith('sample_')) == [
+        'sample_0000.png', 'sample_0001.png', 'sample_0002.png']

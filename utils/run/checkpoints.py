@@ -182,8 +182,9 @@ def load_config(modeldir):
     return saved
 
 
-def evaluation_path(modeldir, step, prior='normal'):
-    """Where --action=evaluate writes the metrics of checkpoint `step` with prior samples
-    of `prior` ('normal': evaluation-STEP.json, else evaluation-STEP-PRIOR.json)."""
-    suffix = '' if prior == 'normal' else f'-{prior}'
+def evaluation_path(modeldir, step, variant=''):
+    """Where --action=evaluate writes the metrics of checkpoint `step`: evaluation-STEP.json,
+    or evaluation-STEP-VARIANT.json for another prior or weights (runner's
+    evaluation_variant)."""
+    suffix = f'-{variant}' if variant else ''
     return os.path.join(modeldir, EVALUATION.format(step=f'{step}{suffix}'))
