@@ -638,8 +638,13 @@ def evaluate(runner):
         result['inception'] = inception.summary()
         inception.close()
     path = checkpoints.evaluation_path(conf.modeldir, step, evaluation_variant(conf))
-    measure.write_json(path, result)
-    print(measure.report(result))
+    print(measure.report(result))  # first: a folder that cannot be written loses nothing
+    try:
+        measure.write_json(path, result)
+    except OSError as err:
+        raise UserError(f'could not write {path} ({err.strerror or err}); the report above '
+                        f'holds its numbers: make {conf.modeldir} writable and evaluate '
+                        f'again to keep them') from None
     print(f'wrote {path}')
     return result
 

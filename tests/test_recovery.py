@@ -222,3 +222,21 @@ def test_a_second_predict_of_fewer_samples_leaves_no_stale_ones(two_checkpoints,
     assert main.run(conf.replace(num_samples=3, random_seed=9)) == folder
     assert sorted(name for name in os.listdir(folder) if name.startswith('sample_')) == [
         'sample_0000.png', 'sample_0001.png', 'sample_0002.png']
+
+
+def test_evaluate_that_cannot_write_its_file_prints_its_report_then_says_what_failed(
+        two_checkpoints, tmp_path):
+    """A folder in the way of the evaluation JSON stands for a read-only modeldir (which
+    root, who runs CI, could write anyway)."""
+    conf = copy_run(two_checkpoints, tmp_path)
+    os.mkdir(os.path.join(conf.modeldir, 'evaluation-10.json'))
+    values = dict(action='evaluate', eval_fid=False, eval_samples=8, test_data='test.h5',
+                  data_dir=conf.data_dir, modeldir=conf.modeldir, sampledir=conf.sampledir)
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'main.py')] +
+                            [f'--{name}={value}' for name, value in values.items()],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.startswith('error')]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert 'could not write' in lines[0] and 'the report above holds its numbers' in lines[0]
+    assert '| stage | size | PSNR dB' in result.stdout
+    assert not [name for name in os.listdir(conf.modeldir) if '.partial-' in name]
