@@ -27,7 +27,7 @@ import threading
 import h5py
 import numpy as np
 
-from utils.data.hdf5_images import DataError, open_images, to_float
+from utils.data.hdf5_images import DataError, open_images, read, to_float
 
 DEFAULT_MEMORY_LIMIT_MB = 512  # files up to this size are loaded whole
 
@@ -112,7 +112,11 @@ class BatchReader:
         self._file, images = open_images(path, height, width, channel)
         self.num_images = images.shape[0]
         if images.size <= memory_limit_mb * 2 ** 20:
-            images = images[...]
+            try:
+                images = read(images, Ellipsis, path)
+            except DataError:
+                self._file.close()
+                raise
         self._images = images
         self._read = read_chunks if whole_image_chunks(images) else read_rows
         self._stream = IndexStream(self.num_images, batch, seed, start_step)

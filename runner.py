@@ -482,6 +482,7 @@ def train_loop(runner, role, start, session, stop, should_stop=lambda: False):
     summaries, validations, saves = (Every(interval, start) for interval in
                                      (conf.summary_step, conf.test_step, conf.save_step))
     step, local_steps, saved = start, 0, None
+    validating = bool(conf.valid_data)
     try:
         while step < conf.max_step and not stop.signum and not should_stop():
             metrics, summary = runner.train_step(
@@ -496,8 +497,12 @@ def train_loop(runner, role, start, session, stop, should_stop=lambda: False):
                 continue
             if summary is not None:
                 writer.add_summary(summary, step)
-            if conf.valid_data and validations.due(step):
-                validate(runner, writer, step)
+            if validating and validations.due(step):
+                try:
+                    validate(runner, writer, step)
+                except hdf5_images.DataError as err:  # training goes on without it
+                    print(f'warning: validation stopped: {err}')
+                    validating = False
                 progress.pause()
             if saves.due(step) or step >= conf.max_step:
                 saved = (step, save_with_samples(runner, step))

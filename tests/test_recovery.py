@@ -240,3 +240,70 @@ def test_evaluate_that_cannot_write_its_file_prints_its_report_then_says_what_fa
     assert 'could not write' in lines[0] and 'the report above holds its numbers' in lines[0]
     assert '| stage | size | PSNR dB' in result.stdout
     assert not [name for name in os.listdir(conf.modeldir) if '.partial-' in name]
+
+
+def damaged_gzip_file(path, count=96, seed=1):
+    """A gzip-compressed images file (as a user's own tool may write) whose fourth chunk
+    of 8 images holds random bytes: reading it fails in HDF5's inflate."""
+    import h5py
+    from helpers import blob_images
+    with h5py.File(path, 'w') as handle:
+        handle.create_dataset('images', data=blob_images(count, seed=seed),
+                              chunks=(8, 16, 16, 1), compression='gzip')
+    with h5py.File(path, 'r') as handle:
+        info = handle['images'].id.get_chunk_info(3)
+    with open(path, 'r+b') as handle:
+        handle.seek(info.byte_offset)
+        handle.write(np.random.default_rng(0).bytes(info.size))
+
+
+def run_main(args):
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    errors = [line for line in result.stderr.splitlines() if line.startswith('error')]
+    tracebacks = 'Traceback' in result.stderr
+    return result, errors, tracebacks
+
+
+@pytest.mark.parametrize('memory_mb', [512, 0])  # read whole, and streamed
+def test_a_damaged_chunk_in_the_training_file_is_one_line(tiny_data, tmp_path, memory_mb):
+    damaged_gzip_file(str(tiny_data / 'train.h5'))
+    result, errors, tracebacks = run_main(main_args(tiny_data, tmp_path,
+                                                    reader_memory_mb=memory_mb))
+    assert result.returncode == 2 and not tracebacks, result.stderr
+    assert len(errors) == 1 and 'train.h5 failed' in errors[0] and 'damaged' in errors[0]
+
+
+def test_a_damaged_validation_file_stops_validation_not_training(tiny_data, tmp_path):
+    damaged_gzip_file(str(tiny_data / 'valid.h5'), count=32, seed=2)
+    result, errors, tracebacks = run_main(main_args(tiny_data, tmp_path, valid_data='valid.h5',
+                                                    valid_images=32))
+    assert result.returncode == 0 and not errors and not tracebacks, result.stderr
+    assert 'warning: validation stopped: reading' in result.stdout
+    assert checkpoints.saved_steps(str(tmp_path / 'model'), 'msvae') == [5, 10]
+
+
+def test_a_damaged_test_file_is_one_line_for_reconstruct(two_checkpoints, tmp_path):
+    conf = copy_run(two_checkpoints, tmp_path)
+    damaged_gzip_file(os.path.join(conf.data_dir, 'test.h5'), count=32, seed=3)
+    result, errors, tracebacks = run_main(
+        [sys.executable, os.path.join(ROOT, 'main.py'), '--action=reconstruct',
+         f'--data_dir={conf.data_dir}', '--test_data=test.h5', f'--modeldir={conf.modeldir}',
+         f'--sampledir={conf.sampledir}', '--num_samples=32'])
+    assert result.returncode == 2 and not tracebacks, result.stderr
+    assert len(errors) == 1 and 'test.h5 failed' in errors[0]
+
+
+def test_an_hdf5_file_open_for_writing_is_named_as_such(tiny_data, tmp_path):
+    code = ('import h5py, sys, time\nf = h5py.File(sys.argv[1], "a")\nprint("open", flush=True)\n'
+            'time.sleep(60)\n')
+    writer = subprocess.Popen([sys.executable, '-c', code, str(tiny_data / 'train.h5')],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == 'open'
+        result, errors, _ = run_main(main_args(tiny_data, tmp_path))
+    finally:
+        writer.kill()
+        writer.wait()
+    if result.returncode == 0:
+        pytest.skip('HDF5 file locking is off on this system')
+    assert len(errors) == 1 and 'is open for writing by another process' in errors[0]

@@ -35,6 +35,10 @@ def open_images(path, height, width, channel):
     try:
         handle = h5py.File(path, 'r')
     except OSError as err:
+        if 'lock' in str(err).lower():  # a good file that a writer has open
+            raise DataError(f'{path} is open for writing by another process (HDF5 file '
+                            f'lock): wait until it is written, or if no process writes it, '
+                            f'run with HDF5_USE_FILE_LOCKING=FALSE') from None
         raise DataError(f'{path} is not a readable HDF5 file ({err}); '
                         f'recreate it with python -m utils.data.prepare_data') from None
     try:
@@ -81,4 +85,13 @@ def sequential_batches(path, height, width, channel, batch, limit=None):
     with handle:
         count = images.shape[0] if limit is None else min(limit, images.shape[0])
         for start in range(0, count, batch):
-            yield to_float(images[start:min(start + batch, count)])
+            yield to_float(read(images, slice(start, min(start + batch, count)), path))
+
+
+def read(images, rows, path):
+    """images[rows]; DataError when the file's bytes there cannot be read (a damaged chunk)."""
+    try:
+        return images[rows]
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(f'reading {path} failed ({str(err)[:120]}); the file is damaged: '
+                        f'recreate it with python -m utils.data.prepare_data') from None
