@@ -307,3 +307,18 @@ def test_an_hdf5_file_open_for_writing_is_named_as_such(tiny_data, tmp_path):
     if result.returncode == 0:
         pytest.skip('HDF5 file locking is off on this system')
     assert len(errors) == 1 and 'is open for writing by another process' in errors[0]
+
+
+def test_a_missing_bundled_split_is_made_alone_and_the_others_stay(tmp_path):
+    from utils.run import preflight
+    data = tmp_path / 'data'
+    data.mkdir()
+    for name in ('mnist_valid.h5', 'mnist_test.h5'):
+        (data / name).write_bytes(b'mine')  # not touched, whatever they hold
+    conf = main.default_config(data_dir=str(data))
+    preflight.make_bundled_mnist(conf, str(data / 'mnist_train.h5'))
+    assert sorted(os.listdir(data)) == ['mnist_test.h5', 'mnist_train.h5', 'mnist_valid.h5']
+    assert (data / 'mnist_valid.h5').read_bytes() == b'mine'
+    import h5py
+    with h5py.File(data / 'mnist_train.h5', 'r') as handle:
+        assert handle['images'].shape == (55000, 28, 28, 1)

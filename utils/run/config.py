@@ -106,6 +106,10 @@ class ModelConfig:
                             f'doubles the size once')
         height, width = self.stage_sizes()[0]
         deepest = shapes.max_depth(height, width)
+        if deepest < 1:
+            raise UserError(f'{height}x{width} images (stage 1\'s size) are too small for one '
+                            f'stride-2 level: use images of at least 2x2'
+                            + (' or a smaller --coarse_scale' if self.coarse_scale else ''))
         if self.network_depth > deepest:
             raise UserError(
                 f'--network_depth={self.network_depth} is too deep for {height}x{width} '

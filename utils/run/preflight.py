@@ -96,10 +96,21 @@ def make_bundled_mnist(conf, needed):
     """Makes the three MNIST files from the bundled IDX files when the split flags are
     the defaults and the file `needed` is missing."""
     defaults = (conf.train_data, conf.valid_data, conf.test_data) == MNIST_FILES
-    if defaults and not os.path.exists(needed):
-        outputs = [os.path.join(conf.data_dir, name) for name in MNIST_FILES]
-        print(f'making {", ".join(outputs)} from the bundled MNIST IDX files in {mnist.IDX_DIR}')
+    if not defaults or os.path.exists(needed):
+        return
+    outputs = [os.path.join(conf.data_dir, name) for name in MNIST_FILES]
+    missing = [path for path in outputs if not os.path.exists(path)]
+    print(f'making {", ".join(missing)} from the bundled MNIST IDX files in {mnist.IDX_DIR}')
+    if len(missing) == len(outputs):
         prepare_data.prepare('idx', mnist.IDX_DIR, outputs)
+        return
+    # some splits are there: all three are made aside and only the missing ones moved in
+    with tempfile.TemporaryDirectory(dir=conf.data_dir, prefix='.mnist-') as aside:
+        made = [os.path.join(aside, name) for name in MNIST_FILES]
+        prepare_data.prepare('idx', mnist.IDX_DIR, made)
+        for source, target in zip(made, outputs):
+            if target in missing:
+                os.replace(source, target)
 
 
 def check_training_data(conf):
