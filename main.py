@@ -14,6 +14,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TensorFlow's C++ star
 from absl import app, flags  # noqa: E402  (absl comes with TensorFlow)
 
 from utils.data import data_flags  # noqa: E402
+from utils.data.prepare_data import WriteFailed, exit_after_write_failure  # noqa: E402
 from utils.run import cluster, config, preflight  # noqa: E402
 from utils.run.errors import UserError  # noqa: E402
 from utils.run.signals import TrainingStopped  # noqa: E402
@@ -310,6 +311,8 @@ def main(argv):
         run(config_from_flags())
     except UserError as err:
         print(f'error: {err}', file=sys.stderr)
+        if isinstance(err, WriteFailed):  # making the bundled MNIST files filled the disk
+            exit_after_write_failure(2)
         return 2
     except TrainingStopped as stopped:
         return 128 + stopped.signum

@@ -177,7 +177,7 @@ def test_a_failure_midway_leaves_no_file(tmp_path, monkeypatch):
     def disk_full(self, block):
         raise OSError(28, 'No space left on device')
     monkeypatch.setattr(prepare_data.ImageFileWriter, 'append', disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match='No space left on device.*free disk space'):
         prepare_data.prepare('folder', str(tmp_path / 'img'), outputs_in(tmp_path / 'out'),
                              height=8, width=8, channel=3, workers=1)
     assert os.listdir(tmp_path / 'out') == []
@@ -199,6 +199,10 @@ def test_a_killed_conversion_leaves_no_final_file(tmp_path):
     process.wait()
     assert glob.glob(str(out / '*.partial-*'))  # it was killed while writing
     assert not [p for p in os.listdir(out) if p.endswith('.h5')]
+    # the next run removes what the killed one left (the command's default file names)
+    prepare_data.check_outputs([str(out / f'mnist_{split}.h5') for split in prepare_data.SPLITS],
+                               overwrite=False)
+    assert os.listdir(out) == []
 
 
 def test_command_line_errors_are_one_line(tmp_path):
@@ -207,3 +211,117 @@ def test_command_line_errors_are_one_line(tmp_path):
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == f'error: --input_dir={tmp_path / "nothing"} is not a folder'
+
+
+def run_prepare(*args, **kwargs):
+    result = subprocess.run([sys.executable, '-m', 'utils.data.prepare_data', *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600, **kwargs)
+    return result, messages(result.stderr)
+
+
+def messages(stderr):
+    """stderr's lines without the progress bar's."""
+    return [line for line in stderr.splitlines() if line.strip()
+            and not ('|' in line and ('ETA' in line or 'Time:' in line))]
+
+
+def test_no_decodable_image_is_an_error_and_overwrite_keeps_the_old_files(tmp_path):
+    celeba_folder(tmp_path / 'img', 6)
+    outputs = outputs_in(tmp_path / 'out')
+    prepare_data.prepare('folder', str(tmp_path / 'img'), outputs, height=8, width=8,
+                         channel=3, valid_ratio=0.2, test_ratio=0.2, workers=1)
+    before = [open(path, 'rb').read() for path in outputs]
+    junk = tmp_path / 'junk'
+    junk.mkdir()
+    for index in range(5):
+        (junk / f'{index}.jpg').write_bytes(np.random.default_rng(index).bytes(500))
+    result, lines = run_prepare('--source=folder', f'--input_dir={junk}',
+                                f'--data_dir={tmp_path / "out"}', '--height=8', '--width=8',
+                                '--channel=3', '--workers=1', '--overwrite')
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith('error: no image of the train and valid and test split')
+    assert [open(path, 'rb').read() for path in outputs] == before
+    assert sorted(os.listdir(tmp_path / 'out')) == sorted(os.path.basename(p) for p in outputs)
+
+
+@pytest.mark.parametrize('args, expected', [
+    (['--height=0'], '--height=0 must be positive'),
+    (['--workers=-1'], '--workers=-1 must be 0 (one per core) or more'),
+    (['--channel=2'], '--channel=2 must be 1 or 3'),
+    (['--data_dir=FILE'], 'cannot write to'),
+])
+def test_impossible_settings_are_one_line(tmp_path, args, expected):
+    (tmp_path / 'file').write_text('a file, not a folder')
+    args = [arg.replace('FILE', str(tmp_path / 'file')) for arg in args]
+    result, lines = run_prepare('--source=idx', *([f'--data_dir={tmp_path / "out"}'] if not any(
+        arg.startswith('--data_dir') for arg in args) else []), *args)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith('error: ') and expected in lines[0]
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'not_gzip'])
+def test_a_damaged_idx_file_is_one_line(tmp_path, damage):
+    from utils.data import mnist
+    idx = tmp_path / 'idx'
+    idx.mkdir()
+    for name in (mnist.TRAIN_IMAGES, mnist.TEST_IMAGES):
+        source = open(os.path.join(mnist.IDX_DIR, name), 'rb').read()
+        (idx / name).write_bytes(source[:len(source) // 3] if damage == 'truncated'
+                                 else b'plain bytes, no gzip header' * 10)
+    result, lines = run_prepare('--source=idx', f'--input_dir={idx}',
+                                f'--data_dir={tmp_path / "out"}')
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert 'cannot be read' in lines[0] and 'fetch it again' in lines[0]
+    assert os.listdir(tmp_path / 'out') == []
+
+
+def small_files():
+    """For preexec_fn: files of at most 10 MB; writes beyond fail (EFBIG) as on a full disk."""
+    import resource
+    resource.setrlimit(resource.RLIMIT_FSIZE, (10_000_000, 10_000_000))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def test_outputs_that_cannot_fit_are_refused_before_writing(tmp_path):
+    result, lines = run_prepare('--source=idx', f'--data_dir={tmp_path / "out"}',
+                                preexec_fn=small_files)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert 'mnist_train.h5 needs about 43 MB, more than the 10 MB' in lines[0]
+    assert os.listdir(tmp_path / 'out') == []
+
+
+def test_a_write_that_fails_midway_is_one_line_and_leaves_no_partial_file(tmp_path):
+    """The disk fills up after the space check (it is not checked here): one line, no
+    partial file, and no crash of HDF5 while the process ends."""
+    code = ('import sys\nfrom utils.data import data_flags, prepare_data\n'
+            'from absl import app\n'
+            'prepare_data.check_space = lambda *args: None\n'
+            'data_flags.define()\nprepare_data.define_flags()\n'
+            'app.run(prepare_data.main, flags_parser=prepare_data.parse_flags)\n')
+    result = subprocess.run([sys.executable, '-c', code, '--source=idx',
+                             f'--data_dir={tmp_path / "out"}'], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600, preexec_fn=small_files)
+    lines = messages(result.stderr)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert 'could not write the HDF5 files' in lines[0] and 'free disk space' in lines[0]
+    assert os.listdir(tmp_path / 'out') == []
+
+
+def test_ctrl_c_is_one_line_and_leaves_no_partial_file(tmp_path):
+    for index in range(600):
+        shade = np.full((64, 64), index % 256, np.uint8)
+        save(str(tmp_path / 'img' / f'{index:04d}.png'), Image.fromarray(shade))
+    out = tmp_path / 'out'
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'utils.data.prepare_data', '--source=folder',
+         f'--input_dir={tmp_path / "img"}', f'--data_dir={out}', '--height=64', '--width=64',
+         '--workers=1'], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not glob.glob(str(out / '*.partial-*')) and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    lines = messages(stderr)
+    assert process.returncode == 130 and lines == [
+        'interrupted: nothing was written (the half-written files were removed)'], stderr
+    assert os.listdir(out) == []

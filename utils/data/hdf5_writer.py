@@ -69,8 +69,12 @@ class ImageFileWriter:
 
     def close(self):
         """Closes the file; deletes it unless commit() renamed it."""
+        self._images = None  # the dataset goes before its file (HDF5 after a failed write)
         if self._handle.id.valid:
-            self._handle.close()
+            try:
+                self._handle.close()
+            except (OSError, RuntimeError):  # a full disk fails the close's flush too
+                pass
         atomic.discard(self.temporary)
 
     def __enter__(self):

@@ -28,8 +28,12 @@ class IdxError(UserError):
 def read_idx(path):
     """Reads an IDX file (gzipped when the name ends in .gz) into a numpy array."""
     opener = gzip.open if path.endswith('.gz') else open
-    with opener(path, 'rb') as handle:
-        data = handle.read()
+    try:
+        with opener(path, 'rb') as handle:
+            data = handle.read()
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+        raise IdxError(f'{path} cannot be read ({err}): a truncated download or not a '
+                       f'gzipped IDX file; fetch it again') from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise IdxError(f'{path} is not an IDX file (bad magic number)')
     if data[2] != UBYTE:
@@ -61,11 +65,13 @@ def read_idx_images(path):
     return images[..., np.newaxis]
 
 
-def convert(train_path, test_path, outputs, num_valid=NUM_VALID, expected_shape=None):
+def convert(train_path, test_path, outputs, num_valid=NUM_VALID, expected_shape=None,
+            before_writing=None):
     """IDX train/test image files => HDF5 files outputs = (train, valid, test).
 
     expected_shape: (height, width, channel) the flags ask for; the IDX images must
-    have it. Returns the number of images written to each.
+    have it. before_writing(counts) runs once the counts are known, before the first
+    write (a check that may raise). Returns the number of images written to each.
     """
     train = read_idx_images(train_path)
     test = read_idx_images(test_path)
@@ -83,6 +89,8 @@ def convert(train_path, test_path, outputs, num_valid=NUM_VALID, expected_shape=
               (train[cut:], train_path, f'{cut}:{len(train)}'),
               (test, test_path, f'0:{len(test)}'))
     counts = dict(zip(('train', 'valid', 'test'), (cut, num_valid, len(test))))
+    if before_writing is not None:
+        before_writing(list(counts.values()))
     for output, split, (images, source, rows) in zip(outputs, counts, pieces):
         write_images(output, images, attrs={
             'source': 'idx', 'source_file': os.path.basename(source), 'rows': rows,

@@ -26,10 +26,16 @@ temporary names and renamed when all are complete; existing outputs are kept
 unless --overwrite.
 """
 import collections
+import contextlib
+import errno
+import glob
 import json
 import multiprocessing
 import os
+import resource
+import shutil
 import sys
+import tempfile
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -163,13 +169,13 @@ class Converter:
     def convert(self, splits, outputs, attrs):
         """Writes each split's images to its output; returns (counts, skipped) where
         skipped lists (split, path, reason)."""
-        skipped = []
-        writers = [ImageFileWriter(path, self.shape, max(len(splits[name]), 1))
-                   for name, path in zip(SPLITS, outputs)]
+        skipped, writers, memory = [], [], None
         slots = (self.in_flight, TASK_IMAGES) + self.shape
-        memory = shared_memory.SharedMemory(create=True, size=int(np.prod(slots)))
-        bar = progress_bar(sum(len(paths) for paths in splits.values()))
-        try:
+        try:  # whatever stops it (Ctrl-C too): no partial file, no shared memory stays
+            for name, path in zip(SPLITS, outputs):
+                writers.append(ImageFileWriter(path, self.shape, max(len(splits[name]), 1)))
+            memory = shared_memory.SharedMemory(create=True, size=int(np.prod(slots)))
+            bar = progress_bar(sum(len(paths) for paths in splits.values()))
             shared = np.ndarray(slots, np.uint8, buffer=memory.buf)
             worker_view = (self.in_flight * TASK_IMAGES,) + self.shape
             with multiprocessing.Pool(self.workers, _attach, (memory.name, worker_view)) as pool:
@@ -183,6 +189,12 @@ class Converter:
                     bar.update(bar.value + len(paths))
             bar.finish()
             counts = {name: writer.count for name, writer in zip(SPLITS, writers)}
+            empty = [name for name in SPLITS if counts[name] == 0]
+            if empty:  # before any commit: the existing outputs stay untouched
+                example = f', e.g. {skipped[0][1]}: {skipped[0][2]}' if skipped else ''
+                raise UserError(f'no image of the {" and ".join(empty)} split could be made '
+                                f'({len(skipped)} files unreadable{example}); nothing was '
+                                f'written: check --input_dir and the split settings')
             for name, writer in zip(SPLITS, writers):
                 names = [os.path.basename(p) for s, p, _ in skipped if s == name]
                 writer.commit(dict(attrs, split=name, split_counts=json.dumps(counts),
@@ -191,8 +203,9 @@ class Converter:
         finally:
             for writer in writers:
                 writer.close()
-            memory.close()
-            memory.unlink()
+            if memory is not None:
+                memory.close()
+                memory.unlink()
         return counts, skipped
 
     def _run(self, pool, tasks):
@@ -241,10 +254,59 @@ def skipped_list_path(train_output):
 # ---------------------------------------------------------------- entry points
 
 def check_outputs(outputs, overwrite):
-    """Refuses to replace existing outputs without --overwrite."""
+    """Refuses to replace existing outputs without --overwrite, and outputs whose folder
+    is not a writable folder; removes what killed earlier runs left half-written."""
+    for folder in sorted({os.path.dirname(os.path.abspath(path)) for path in outputs}):
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            raise UserError(f'cannot write to {folder} ({err.strerror or err}): choose a '
+                            f'writable --data_dir') from None
     existing = [path for path in outputs if os.path.exists(path)]
     if existing and not overwrite:
         raise UserError(f'{", ".join(existing)} already exist: pass --overwrite to replace them')
+    for path in outputs:
+        remove_stale_partials(path)
+
+
+def remove_stale_partials(path):
+    """Deletes path.partial-PID files whose writing process is gone (a killed run's)."""
+    for partial in glob.glob(glob.escape(path) + '.partial-*'):
+        pid = partial.rsplit('.partial-', 1)[1].split('.')[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                os.remove(partial)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def check_settings(height, width, channel, crop_size, valid_ratio, test_ratio, num_valid,
+                   workers):
+    """The numbers of a conversion that no data can satisfy."""
+    for name, value in (('height', height), ('width', width)):
+        if value <= 0:
+            raise UserError(f'--{name}={value} must be positive: the output images\' size')
+    if channel not in (1, 3):
+        raise UserError(f'--channel={channel} must be 1 or 3')
+    if crop_size < 0:
+        raise UserError(f'--crop_size={crop_size} must be 0 (the crop\'s default) or more')
+    if workers < 0:
+        raise UserError(f'--workers={workers} must be 0 (one per core) or more')
+    if not (0 <= valid_ratio < 1 and 0 <= test_ratio < 1 and valid_ratio + test_ratio < 1):
+        raise UserError(f'--valid_ratio={valid_ratio} and --test_ratio={test_ratio} must each '
+                        f'be in [0, 1) and leave images for training')
+    if num_valid <= 0:
+        raise UserError(f'--num_valid={num_valid} must be positive')
 
 
 def prepare(source, input_dir, outputs, overwrite=False, num_valid=mnist.NUM_VALID,
@@ -254,13 +316,70 @@ def prepare(source, input_dir, outputs, overwrite=False, num_valid=mnist.NUM_VAL
 
     Returns (counts per split, skipped files as (split, path, reason)).
     """
+    check_settings(height, width, channel, crop_size, valid_ratio, test_ratio, num_valid,
+                   workers)
     check_outputs(outputs, overwrite)
+    try:
+        return _convert(source, input_dir, outputs, num_valid, height, width, channel, crop,
+                        crop_size, partition_file, valid_ratio, test_ratio, seed, workers)
+    except BaseException as err:  # every output is still as it was; no partial file stays
+        for path in outputs:
+            atomic.discard(atomic.partial_path(path))
+        if not isinstance(err, OSError):
+            raise
+        full = getattr(err, 'errno', None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or \
+            any(text in str(err).lower() for text in ('space', 'too large', 'quota'))
+        reason = ' '.join(str(err).split())[:160]  # HDF5's messages span lines
+        raise WriteFailed(f'could not write the HDF5 files in '
+                          f'{os.path.dirname(os.path.abspath(outputs[0]))} ({reason}); the '
+                          f'existing files are as they were: '
+                          f'{"free disk space" if full else "check the folder"} and run the '
+                          f'same command again') from None
+
+
+class WriteFailed(UserError):
+    """Writing an HDF5 output failed midway (a full disk). HDF5 may then crash while
+    Python tears its objects down, so a command ends at once after saying so
+    (exit_after_write_failure)."""
+
+
+def exit_after_write_failure(code):
+    """Ends the process with `code` without Python's teardown, in which HDF5 crashes on
+    the file objects of a failed write (the error line is out, the partial files gone)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def check_space(outputs, counts, shape):
+    """Refuses, before anything is written, outputs that cannot fit: more bytes than the
+    disk has free, or a file larger than this process may write (ulimit -f)."""
+    sizes = [count * int(np.prod(shape)) for count in counts]
+    folder = os.path.dirname(os.path.abspath(outputs[0]))
+    free = shutil.disk_usage(folder).free
+    need = int(sum(sizes) * 1.01) + 2 ** 20  # HDF5's own structures: a little more
+    if need > free:
+        raise UserError(f'the HDF5 files need about {need / 1e6:.0f} MB and {folder} has '
+                        f'{free / 1e6:.0f} MB free: free disk space or choose another '
+                        f'--data_dir')
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and max(sizes) * 1.01 + 2 ** 20 > limit:
+        raise UserError(f'{outputs[sizes.index(max(sizes))]} needs about '
+                        f'{max(sizes) / 1e6:.0f} MB, more than the {limit / 1e6:.0f} MB a file '
+                        f'of this process may have (ulimit -f): raise the limit')
+
+
+def _convert(source, input_dir, outputs, num_valid, height, width, channel, crop, crop_size,
+             partition_file, valid_ratio, test_ratio, seed, workers):
     if source == 'idx':
         counts = mnist.convert(find_idx(input_dir, 'train-images-idx3-ubyte'),
                                find_idx(input_dir, 't10k-images-idx3-ubyte'), outputs,
-                               num_valid, expected_shape=(height, width, channel))
+                               num_valid, expected_shape=(height, width, channel),
+                               before_writing=lambda counts: check_space(
+                                   outputs, counts, (height, width, channel)))
         return dict(zip(SPLITS, counts)), []
     splits = image_splits(source, input_dir, partition_file, valid_ratio, test_ratio, seed)
+    check_space(outputs, [len(splits[name]) for name in SPLITS], (height, width, channel))
     converter = Converter(height, width, channel, crop, crop_size, workers)
     attrs = dict(source=source, input_dir=os.path.abspath(input_dir), crop=crop,
                  crop_size=crop_size, height=height, width=width, channel=channel,
@@ -293,7 +412,13 @@ def main(argv):
             FLAGS.workers)
     except UserError as err:
         print(f'error: {err}', file=sys.stderr)
+        if isinstance(err, WriteFailed):
+            exit_after_write_failure(2)
         return 2
+    except KeyboardInterrupt:
+        print('interrupted: nothing was written (the half-written files were removed)',
+              file=sys.stderr)
+        return 130
     for path, name in zip(outputs, SPLITS):
         print(f'{path}: {counts[name]} images')
     if skipped:
