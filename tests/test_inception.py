@@ -160,3 +160,30 @@ def test_too_few_images_for_precision_and_recall_are_refused():
     with pytest.raises(UserError, match='at least 4 images per set'):
         feature_metrics.check_counts(100, 3)
     feature_metrics.check_counts(4, 4)
+
+
+def test_a_damaged_or_unwritable_reference_cache_is_computed_again_with_a_note(tmp_path, capsys):
+    from helpers import blob_images
+    path = tmp_path / 'data' / 'test.h5'
+    write_images(str(path), blob_images(30, seed=1))
+    conf = reference_conf(tmp_path / 'data', tmp_path / 'cache')
+    extractor = CountingExtractor()
+    first = feature_metrics.reference_features(extractor, conf, 20, 'w')
+    cached = feature_metrics.reference_cache_path(str(tmp_path / 'cache'), str(path), 20)
+    with open(cached, 'r+b') as handle:  # a damaged cache file (not a zip any more)
+        handle.write(b'\0' * 64)
+    again = feature_metrics.reference_features(extractor, conf, 20, 'w')
+    assert extractor.images == 40  # computed again, not a traceback
+    np.testing.assert_array_equal(again['features'], first['features'])
+    # a cache folder that cannot be written: a note, and the features all the same
+    blocked = reference_conf(tmp_path / 'data', tmp_path / 'file')
+    (tmp_path / 'file').write_text('in the way')
+    feature_metrics.reference_features(extractor, blocked, 20, 'w')
+    assert 'note: could not cache the reference features' in capsys.readouterr().out
+
+
+def test_a_cache_folder_that_is_a_file_is_one_error(tmp_path):
+    (tmp_path / 'cache').write_text('a file')
+    conf = reference_conf(tmp_path, tmp_path / 'cache')
+    with pytest.raises(UserError, match='is a file, not a folder'):
+        feature_metrics.InceptionMetrics(conf, 100, extractor=CountingExtractor())

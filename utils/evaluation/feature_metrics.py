@@ -8,6 +8,7 @@ so no set of images is held in memory, only their features (2048 floats each).
 import hashlib
 import json
 import os
+import zipfile
 
 import numpy as np
 
@@ -52,15 +53,20 @@ def read_reference(cache_path, key):
             if json.loads(str(stored['key'])) != key:
                 return None
             return {name: stored[name] for name in ('features', 'radii')}
-    except (OSError, ValueError, KeyError, EOFError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
 
 
 def write_reference(cache_path, key, arrays):
-    """Writes the reference arrays with their key, atomically."""
-    os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-    with atomic.replacing(cache_path, suffix='.npz') as partial:
-        np.savez(partial, key=np.asarray(json.dumps(key)), **arrays)
+    """Writes the reference arrays with their key, atomically; a cache that cannot be
+    written gets a note (the features are computed again next time)."""
+    try:
+        os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+        with atomic.replacing(cache_path, suffix='.npz') as partial:
+            np.savez(partial, key=np.asarray(json.dumps(key)), **arrays)
+    except OSError as err:
+        print(f'note: could not cache the reference features in {cache_path} '
+              f'({err.strerror or err}); they are computed again next time')
 
 
 def extract(extractor, batches, count, label):
@@ -124,6 +130,9 @@ class InceptionMetrics:
     def __init__(self, conf, test_count, extractor=None):
         check_counts(test_count, conf.eval_samples)
         folder = cache_folder(conf)
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise UserError(f'the FID cache {folder} is a file, not a folder: remove it or '
+                            f'point --fid_cache_dir (or $MSVAE_CACHE_DIR) at a folder')
         arrays = inception_weights.load_weights(
             conf.inception_weights or None,
             os.path.join(folder, inception_weights.CACHE_NAME))

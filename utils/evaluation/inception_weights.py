@@ -179,9 +179,13 @@ def convert(source, target):
                         f'{WEIGHTS_SHA1}: reinstall them with {INSTALL_LINE}')
     arrays = weights_from_torchscript(source)
     arrays[CHECKSUM_KEY] = np.asarray(arrays_checksum(arrays))
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    with atomic.replacing(target, suffix='.npz') as partial:
-        np.savez(partial, **arrays)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        with atomic.replacing(target, suffix='.npz') as partial:
+            np.savez(partial, **arrays)
+    except OSError as err:  # the weights are in memory: evaluation goes on without a cache
+        print(f'note: could not cache the converted Inception weights in {target} '
+              f'({err.strerror or err}); they are converted again next time')
     return arrays
 
 
