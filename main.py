@@ -14,9 +14,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TensorFlow's C++ star
 from absl import app, flags  # noqa: E402  (absl comes with TensorFlow)
 
 from utils.data import data_flags  # noqa: E402
-from utils.data.prepare_data import WriteFailed, exit_after_write_failure  # noqa: E402
 from utils.run import cluster, config, preflight  # noqa: E402
-from utils.run.errors import UserError  # noqa: E402
+from utils.run.errors import UserError, WriteFailed, exit_now, write_failure  # noqa: E402
 from utils.run.signals import TrainingStopped  # noqa: E402
 
 ACTIONS = ('train', 'predict', 'reconstruct', 'evaluate', 'interpolate', 'encode', 'export',
@@ -228,8 +227,13 @@ def load_tensorflow_quietly():
     lines that TensorFlow writes to stderr whatever TF_CPP_MIN_LOG_LEVEL says; they are
     shown when the import fails."""
     sys.stderr.flush()
+    try:
+        captured = tempfile.TemporaryFile()
+    except OSError as err:  # no temporary file can be written: TensorFlow needs one too
+        raise UserError(f'no temporary file can be written ({err.strerror or err}), and '
+                        f'TensorFlow needs one to start: free disk space') from None
     original = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
+    with captured:
         os.dup2(captured.fileno(), 2)
         try:
             from utils.run import tf_setup
@@ -311,9 +315,12 @@ def main(argv):
         run(config_from_flags())
     except UserError as err:
         print(f'error: {err}', file=sys.stderr)
-        if isinstance(err, WriteFailed):  # making the bundled MNIST files filled the disk
-            exit_after_write_failure(2)
+        if isinstance(err, WriteFailed):  # HDF5 may crash in the teardown: end at once
+            exit_now(2)
         return 2
+    except OSError as err:  # an output that could not be written (a full disk, say)
+        print(f'error: {write_failure(err)}', file=sys.stderr)
+        exit_now(2)
     except TrainingStopped as stopped:
         return 128 + stopped.signum
     except KeyboardInterrupt:

@@ -28,7 +28,7 @@ import ops
 import towers
 from utils.data import hdf5_images
 from utils.evaluation import feature_metrics, measure
-from utils.run import atomic, checkpoints, images, latent_prior
+from utils.run import atomic, checkpoints, errors, images, latent_prior
 from utils.run.cluster import worker_seed
 from utils.run.errors import UserError
 from utils.run.progress import CountProgress, TrainingProgress
@@ -747,7 +747,20 @@ def encode(runner):
     folder = os.path.join(conf.sampledir, f'encode_step_{step}')
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f'{os.path.splitext(os.path.basename(name))[0]}_latents.h5')
-    progress = CountProgress(count, f'encoding {name}')
+    # checked first: after a failed write h5py also prints its objects' failed clean-up
+    atomic.check_room([path], [count * (2 * model.latent_len * 4 + 8)])
+    try:
+        _write_latents(runner, source, path, count, step)
+    except (OSError, RuntimeError) as err:  # h5py fails a full disk's close as RuntimeError
+        raise errors.write_failure(err, path) from None
+    print(f'wrote the latent mean and std of the {count} images of {source} by step {step} '
+          f'to {path}')
+    return path
+
+
+def _write_latents(runner, source, path, count, step):
+    conf, model = runner.conf, runner.model
+    progress = CountProgress(count, f'encoding {os.path.basename(source)}')
     with atomic.replacing(path) as partial, h5py.File(partial, 'w') as out:
         shape = (count, model.latent_len)
         means = out.create_dataset('mean', shape, np.float32)
@@ -763,9 +776,6 @@ def encode(runner):
             start += len(batch)
             progress.add(len(batch))
     progress.finish()
-    print(f'wrote the latent mean and std of the {count} images of {source} by step {step} '
-          f'to {path}')
-    return path
 
 
 def export(runner):

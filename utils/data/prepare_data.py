@@ -32,8 +32,6 @@ import glob
 import json
 import multiprocessing
 import os
-import resource
-import shutil
 import sys
 import tempfile
 from multiprocessing import shared_memory
@@ -45,7 +43,7 @@ from PIL import Image
 
 from utils.data import data_flags, image_files, mnist
 from utils.run import atomic
-from utils.run.errors import UserError
+from utils.run.errors import UserError, WriteFailed, exit_now
 from utils.data.hdf5_writer import MAX_ATTRIBUTE_NAMES, ImageFileWriter
 
 SPLITS = ('train', 'valid', 'test')
@@ -337,36 +335,9 @@ def prepare(source, input_dir, outputs, overwrite=False, num_valid=mnist.NUM_VAL
                           f'same command again') from None
 
 
-class WriteFailed(UserError):
-    """Writing an HDF5 output failed midway (a full disk). HDF5 may then crash while
-    Python tears its objects down, so a command ends at once after saying so
-    (exit_after_write_failure)."""
-
-
-def exit_after_write_failure(code):
-    """Ends the process with `code` without Python's teardown, in which HDF5 crashes on
-    the file objects of a failed write (the error line is out, the partial files gone)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 def check_space(outputs, counts, shape):
-    """Refuses, before anything is written, outputs that cannot fit: more bytes than the
-    disk has free, or a file larger than this process may write (ulimit -f)."""
-    sizes = [count * int(np.prod(shape)) for count in counts]
-    folder = os.path.dirname(os.path.abspath(outputs[0]))
-    free = shutil.disk_usage(folder).free
-    need = int(sum(sizes) * 1.01) + 2 ** 20  # HDF5's own structures: a little more
-    if need > free:
-        raise UserError(f'the HDF5 files need about {need / 1e6:.0f} MB and {folder} has '
-                        f'{free / 1e6:.0f} MB free: free disk space or choose another '
-                        f'--data_dir')
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    if limit != resource.RLIM_INFINITY and max(sizes) * 1.01 + 2 ** 20 > limit:
-        raise UserError(f'{outputs[sizes.index(max(sizes))]} needs about '
-                        f'{max(sizes) / 1e6:.0f} MB, more than the {limit / 1e6:.0f} MB a file '
-                        f'of this process may have (ulimit -f): raise the limit')
+    """Refuses, before anything is written, outputs that cannot fit (atomic.check_room)."""
+    atomic.check_room(outputs, [count * int(np.prod(shape)) for count in counts])
 
 
 def _convert(source, input_dir, outputs, num_valid, height, width, channel, crop, crop_size,
@@ -413,7 +384,7 @@ def main(argv):
     except UserError as err:
         print(f'error: {err}', file=sys.stderr)
         if isinstance(err, WriteFailed):
-            exit_after_write_failure(2)
+            exit_now(2)
         return 2
     except KeyboardInterrupt:
         print('interrupted: nothing was written (the half-written files were removed)',

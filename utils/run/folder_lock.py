@@ -52,11 +52,14 @@ def acquire(folder):
             if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
                 break
         handle.close()
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f'process {os.getpid()} on {socket.gethostname()}, since '
-                 f'{time.strftime("%Y-%m-%d %H:%M:%S")}: {" ".join(sys.argv)[:200]}\n')
-    handle.flush()
+    try:  # who holds it, for a second training's message; the lock works without it
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f'process {os.getpid()} on {socket.gethostname()}, since '
+                     f'{time.strftime("%Y-%m-%d %H:%M:%S")}: {" ".join(sys.argv)[:200]}\n')
+        handle.flush()
+    except OSError:  # a full disk
+        pass
     return handle
 
 

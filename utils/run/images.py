@@ -5,6 +5,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from utils.run import atomic
+
 GAP = 2  # pixels of background between tiles
 BAND_GAP = 6  # extra pixels between the bands of a stage grid
 
@@ -76,11 +78,13 @@ def _pil_image(picture):
 
 
 def save_png(path, picture):
-    """Writes a uint8 [h, w, c] picture (c = 1 or 3) as PNG, creating the folder."""
+    """Writes a uint8 [h, w, c] picture (c = 1 or 3) as PNG, creating the folder;
+    atomically, so a full disk leaves an earlier file of that name whole."""
     folder = os.path.dirname(path)
     if folder:
         os.makedirs(folder, exist_ok=True)
-    _pil_image(picture).save(path, format='PNG')
+    with atomic.replacing(path) as partial:
+        _pil_image(picture).save(partial, format='PNG')
 
 
 def png_bytes(picture):
