@@ -35,7 +35,7 @@ def open_images(path, height, width, channel):
     try:
         handle = h5py.File(path, 'r')
     except OSError as err:
-        if 'lock' in str(err).lower():  # a good file that a writer has open
+        if 'unable to lock file' in str(err).lower():  # a good file that a writer has open
             raise DataError(f'{path} is open for writing by another process (HDF5 file '
                             f'lock): wait until it is written, or if no process writes it, '
                             f'run with HDF5_USE_FILE_LOCKING=FALSE') from None
