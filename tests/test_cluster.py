@@ -20,7 +20,7 @@ from conftest import ROOT, TINY
 from utils.run import cluster
 from utils.run.errors import UserError
 
-PROCESS_TIMEOUT_S = 240  # no process of a test may run longer
+PROCESS_TIMEOUT_S = 600  # no process of a test may run longer (a generous cap: a loaded machine)
 STEPS_LINE = re.compile(r'ran (\d+) training steps of its own; global step (\d+)')
 
 
