@@ -84,6 +84,10 @@ def publish(modeldir, model_name, step):
     for path in data:
         os.replace(path, target + path[len(source):])
     os.replace(source + '.index', target + '.index')
+    # a prior fitted to an earlier checkpoint of this step does not belong to this one
+    for path in glob.glob(os.path.join(glob.escape(modeldir), PRIORS.format(step=step))):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
 
 
 def write_state(modeldir, model_name, keep=None):
