@@ -8,7 +8,6 @@ as with ENOSPC; the few bytes of Python's and TensorFlow's start-up still fit), 
 test needs no special file system and also works as root, for whom no folder is
 read-only.
 """
-import hashlib
 import os
 import resource
 import shutil
@@ -20,6 +19,7 @@ import pytest
 
 import main
 from conftest import ROOT, TINY
+from test_errors import snapshot
 
 ACTIONS = {
     'train_from_scratch': {'action': 'train', 'modeldir': 'new_model'},
@@ -50,16 +50,6 @@ def trained(tmp_path_factory):
                                       logdir=str(root / 'log'), sampledir=str(root / 's')))
     assert main.run(conf) == 10
     return root
-
-
-def snapshot(root):
-    found = {}
-    for folder, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            with open(path, 'rb') as handle:
-                found[path] = hashlib.sha256(handle.read()).hexdigest()
-    return found
 
 
 def full_disk():

@@ -183,11 +183,21 @@ def test_a_failure_midway_leaves_no_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path / 'out') == []
 
 
-def test_a_killed_conversion_leaves_no_final_file(tmp_path):
-    for index in range(600):
+def shades_folder(folder, count=600):
+    """`count` 64×64 grey PNGs: a conversion long enough to be stopped midway."""
+    for index in range(count):
         shade = np.full((64, 64), index % 256, np.uint8)
-        save(str(tmp_path / 'img' / f'{index:04d}.png'), Image.fromarray(shade))
-    out = tmp_path / 'out'
+        save(str(folder / f'{index:04d}.png'), Image.fromarray(shade))
+
+
+def start_slow_conversion(tmp_path):
+    """The input folder of a long conversion under tmp_path; returns its output folder."""
+    shades_folder(tmp_path / 'img')
+    return tmp_path / 'out'
+
+
+def test_a_killed_conversion_leaves_no_final_file(tmp_path):
+    out = start_slow_conversion(tmp_path)
     process = subprocess.Popen(
         [sys.executable, '-m', 'utils.data.prepare_data', '--source=folder',
          f'--input_dir={tmp_path / "img"}', f'--data_dir={out}', '--height=64', '--width=64',
@@ -308,10 +318,7 @@ def test_a_write_that_fails_midway_is_one_line_and_leaves_no_partial_file(tmp_pa
 
 
 def test_ctrl_c_is_one_line_and_leaves_no_partial_file(tmp_path):
-    for index in range(600):
-        shade = np.full((64, 64), index % 256, np.uint8)
-        save(str(tmp_path / 'img' / f'{index:04d}.png'), Image.fromarray(shade))
-    out = tmp_path / 'out'
+    out = start_slow_conversion(tmp_path)
     process = subprocess.Popen(
         [sys.executable, '-m', 'utils.data.prepare_data', '--source=folder',
          f'--input_dir={tmp_path / "img"}', f'--data_dir={out}', '--height=64', '--width=64',
