@@ -180,6 +180,7 @@ def validate(conf):
     checked by config.ModelConfig)."""
     _require(conf.action in ACTIONS,
              f'unknown --action={conf.action}: choose one of {", ".join(ACTIONS)}')
+    check_utf8(conf)
     _require(conf.intra_op_threads >= 0 and conf.inter_op_threads >= 0,
              '--intra_op_threads and --inter_op_threads must be 0 (TensorFlow picks) or more')
     _require(conf.reader_memory_mb >= 0,
@@ -205,6 +206,21 @@ def validate(conf):
     _require(conf.batch % conf.num_gpus == 0,
              f'--batch={conf.batch} must be a multiple of --num_gpus={conf.num_gpus}: each '
              f'tower takes an equal slice of the batch')
+
+
+def check_utf8(conf):
+    """Every text flag is valid UTF-8: TensorFlow encodes its paths (checkpoints, events)
+    so, and a byte that is not would fail only at the first save."""
+    for name, value in sorted(conf.as_dict().items()):
+        if not isinstance(value, str):
+            continue
+        try:
+            value.encode('utf-8')
+        except UnicodeEncodeError:
+            shown = value.encode('utf-8', 'surrogateescape').decode('ascii', 'backslashreplace')
+            raise UserError(f'--{name}={shown} is not valid UTF-8, which TensorFlow needs in '
+                            f'its paths: rename it (or the folder) with UTF-8 characters') \
+                from None
 
 
 def check_cluster(conf, plan):

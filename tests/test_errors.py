@@ -85,6 +85,7 @@ CASES = {
                          {'height': 1, 'width': 1, 'network_depth': 1},
                          'too small for one stride-2 level'),
     'model_name_with_folder': (None, {'model_name': 'sub/net'}, 'must be a plain file name'),
+    'path_not_utf8': (None, {'logdir': 'BLOCKER/log\udcff'}, 'is not valid UTF-8'),
     'sigma_not_positive': (None, {'sigma': 0}, '--sigma=0.0 must be positive'),
     'learning_rate_not_positive': (None, {'learning_rate': -1},
                                    '--learning_rate=-1.0 must be positive'),
