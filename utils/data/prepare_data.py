@@ -33,7 +33,6 @@ import json
 import multiprocessing
 import os
 import sys
-import tempfile
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -255,13 +254,7 @@ def check_outputs(outputs, overwrite):
     """Refuses to replace existing outputs without --overwrite, and outputs whose folder
     is not a writable folder; removes what killed earlier runs left half-written."""
     for folder in sorted({os.path.dirname(os.path.abspath(path)) for path in outputs}):
-        try:
-            os.makedirs(folder, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError as err:
-            raise UserError(f'cannot write to {folder} ({err.strerror or err}): choose a '
-                            f'writable --data_dir') from None
+        atomic.make_writable_folder(folder, folder)
     existing = [path for path in outputs if os.path.exists(path)]
     if existing and not overwrite:
         raise UserError(f'{", ".join(existing)} already exist: pass --overwrite to replace them')

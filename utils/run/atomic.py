@@ -8,6 +8,7 @@ import json
 import os
 import resource
 import shutil
+import tempfile
 
 from utils.run.errors import UserError
 
@@ -54,6 +55,18 @@ def write_text(path, text):
 def write_json(path, value, **dump_options):
     """Writes `value` as JSON (json.dumps options) and a newline to `path` atomically."""
     write_text(path, json.dumps(value, **dump_options) + '\n')
+
+
+def make_writable_folder(folder, flag):
+    """Creates folder if needed and checks that a file can be written in it; otherwise one
+    UserError naming `flag`, the flag that gave it (e.g. '--modeldir=runs/a')."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UserError(f'cannot write to {flag} ({err.strerror or err}): choose a writable '
+                        f'folder') from None
 
 
 def check_room(paths, sizes):

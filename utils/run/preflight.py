@@ -7,7 +7,7 @@ import os
 import tempfile
 
 from utils.data import hdf5_images, mnist, prepare_data
-from utils.run import checkpoints, config, folder_lock, latent_prior
+from utils.run import atomic, checkpoints, config, folder_lock, latent_prior
 from utils.run.errors import UserError
 
 MNIST_FILES = ('mnist_train.h5', 'mnist_valid.h5', 'mnist_test.h5')  # the default split names
@@ -20,13 +20,7 @@ def check_writable(**folders):
     folders: flag name => path, e.g. modeldir='modeldir'.
     """
     for flag, folder in folders.items():
-        try:
-            os.makedirs(folder, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError as err:
-            raise UserError(f'cannot write to --{flag}={folder} ({err.strerror or err}): '
-                            f'choose a writable folder') from None
+        atomic.make_writable_folder(folder, f'--{flag}={folder}')
 
 
 def describe(keys, values):
