@@ -5,9 +5,12 @@ evaluation JSONs and the run's TensorBoard events.
     python experiments/recipe_report.py --run=runs/mnist_best --out=docs --name=best_recipe
     python experiments/recipe_report.py --run=runs/mnist_best --steps_at=10,30,60,90
 
+    python experiments/recipe_report.py --ablation=runs/ablation --out=docs
+
 --steps_at prints the saved steps reached within each budget (minutes), for the
 evaluations; without it the script writes OUT/NAME.md (a table per evaluated step)
-and OUT/NAME_fid_time.png (FID against training minutes).
+and OUT/NAME_fid_time.png (FID against training minutes). --ablation writes
+OUT/NAME_ablation.md instead: one row per lever removed (experiments/ablation.sh).
 """
 import glob
 import json
@@ -28,7 +31,19 @@ flags.DEFINE_string('name', 'best_recipe', 'file names: NAME.md and NAME_fid_tim
 flags.DEFINE_list('steps_at', [], 'print the saved steps reached within these minutes')
 flags.DEFINE_string('variant', 'gmm10', 'the evaluations of this variant (runner.'
                     'evaluation_variant: "" = N(0, I) and the inference weights, gmmK, ...)')
+flags.DEFINE_string('ablation', '', 'a folder of experiments/ablation.sh runs: write the '
+                    'ablation table of their last evaluations instead')
 FLAGS = flags.FLAGS
+
+# experiments/ablation.sh's rows: what is taken out of the recipe, its run, and the
+# evaluation variant read (the inference-time levers are evaluations of the recipe's run).
+ABLATION = (('nothing: the full recipe', 'recipe', 'gmm10'),
+            ('capacity (16 channels first)', 'no_capacity', 'gmm10'),
+            ('cosine schedule (constant rate)', 'no_cosine', 'gmm10'),
+            ('trained σ (fixed 0.5)', 'no_learned_sigma', 'gmm10'),
+            ('stage 2\'s gradient L1', 'no_gradient_loss', 'gmm10'),
+            ('averaged weights (the last step\'s)', 'recipe', 'gmm10-last'),
+            ('mixture prior (N(0, I) samples)', 'recipe', ''))
 
 EVALUATION = re.compile(r'evaluation-(\d+)(?:-(.+))?\.json$')
 
@@ -78,6 +93,41 @@ def markdown(table, variant):
     return '\n'.join(lines) + '\n'
 
 
+def run_rows(run, variant):
+    """rows() of one run's evaluations of `variant` (an empty list when it has none)."""
+    modeldir, logdir = os.path.join(run, 'model'), os.path.join(run, 'log')
+    config = checkpoints.load_config(modeldir)
+    results = evaluations(modeldir, variant) if config else {}
+    if not results:
+        return []
+    seconds = training_time.training_seconds(training_time.summary_times(logdir))
+    import h5py
+    with h5py.File(os.path.join(config['data_dir'], config['train_data']), 'r') as handle:
+        images_per_epoch = handle['images'].shape[0]
+    return rows(results, seconds, images_per_epoch, config['batch'])
+
+
+def ablation_markdown(root):
+    """The ablation table: the last evaluated step of each ABLATION row, or 'not run'."""
+    lines = ['Each row takes one lever out of configs/mnist_best.flags; all trained alike '
+             '(experiments/ablation.sh). FID and the others of the final stage\'s prior '
+             'samples against as many test images.', '',
+             '| lever removed | step | training time | FID | KID | precision | recall '
+             '| Laplacian var. ×real | HF ratio ×real | N |',
+             '|---|---|---|---|---|---|---|---|---|---|']
+    for label, run, variant in ABLATION:
+        found = run_rows(os.path.join(root, run), variant)
+        if not found:
+            lines.append(f'| {label} | not run | | | | | | | | |')
+            continue
+        row = found[-1]
+        lines.append(f'| {label} | {row["step"]} | {row["minutes"]:.1f} min | {row["fid"]:.2f} | '
+                     f'{row["kid"]:.4f} | {row["precision"]:.3f} | {row["recall"]:.3f} | '
+                     f'{row["laplacian"]:.3f} | {row["high_frequency"]:.3f} | '
+                     f'{row["images"]} |')
+    return '\n'.join(lines) + '\n'
+
+
 def figure(table, path, title):
     """FID against training minutes, each point labelled with its step."""
     import matplotlib
@@ -102,6 +152,13 @@ def figure(table, path, title):
 
 def main(argv):
     del argv
+    if FLAGS.ablation:
+        table = ablation_markdown(FLAGS.ablation)
+        os.makedirs(FLAGS.out, exist_ok=True)
+        with open(os.path.join(FLAGS.out, f'{FLAGS.name}_ablation.md'), 'w') as handle:
+            handle.write(table)
+        print(table)
+        return 0
     modeldir, logdir = os.path.join(FLAGS.run, 'model'), os.path.join(FLAGS.run, 'log')
     config = checkpoints.load_config(modeldir)
     seconds = training_time.training_seconds(training_time.summary_times(logdir))
@@ -110,11 +167,7 @@ def main(argv):
         chosen = training_time.steps_at_minutes(seconds, saved, map(float, FLAGS.steps_at))
         print(' '.join(str(step) for step in chosen if step is not None))
         return 0
-    import h5py
-    with h5py.File(os.path.join(config['data_dir'], config['train_data']), 'r') as handle:
-        images_per_epoch = handle['images'].shape[0]
-    table = rows(evaluations(modeldir, FLAGS.variant), seconds, images_per_epoch,
-                 config['batch'])
+    table = run_rows(FLAGS.run, FLAGS.variant)
     if not table:
         print(f'no evaluation with FID of variant {FLAGS.variant!r} in {modeldir}',
               file=sys.stderr)

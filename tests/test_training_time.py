@@ -46,29 +46,39 @@ def test_steps_within_each_budget():
                                                                               2000]
 
 
-def test_the_report_writes_a_table_and_a_figure_of_the_evaluations(tmp_path):
-    run = tmp_path / 'run'
+def fake_run(run, data, evaluated):
+    """A run folder: flags.json, events of 0.3 s a step to step 2000, and one evaluation
+    JSON per (step, variant, FID) of `evaluated`."""
     (run / 'model').mkdir(parents=True)
-    data = tmp_path / 'data'
-    data.mkdir()
-    import h5py
-    import numpy as np
-    with h5py.File(data / 'train.h5', 'w') as handle:
-        handle['images'] = np.zeros((640, 4, 4, 1), np.uint8)
+    if not (data / 'train.h5').exists():
+        import h5py
+        import numpy as np
+        data.mkdir(exist_ok=True)
+        with h5py.File(data / 'train.h5', 'w') as handle:
+            handle['images'] = np.zeros((640, 4, 4, 1), np.uint8)
     (run / 'model' / 'flags.json').write_text(json.dumps(
         {'model_name': 'msvae', 'data_dir': str(data), 'train_data': 'train.h5', 'batch': 64}))
     write_events(str(run / 'log'), [(step, 100.0 + step * 0.3) for step in range(50, 2001, 50)])
-    for step, fid in ((1000, 12.5), (2000, 9.25)):
+    for step, variant, fid in evaluated:
         stage = {'samples': {'laplacian_variance_ratio': 0.95, 'high_frequency_ratio_ratio': 1.02}}
         result = {'stages': [stage], 'inception': {'samples': {
             'fid': fid, 'kid': 0.004, 'precision': 0.7, 'recall': 0.65, 'images': 10000}}}
-        (run / 'model' / f'evaluation-{step}-gmm10.json').write_text(json.dumps(result))
-    (run / 'model' / 'evaluation-2000.json').write_text(json.dumps(result))  # other prior
-    out = tmp_path / 'out'
+        name = f'evaluation-{step}-{variant}.json' if variant else f'evaluation-{step}.json'
+        (run / 'model' / name).write_text(json.dumps(result))
+
+
+def report(*args):
     done = subprocess.run([sys.executable, os.path.join(ROOT, 'experiments', 'recipe_report.py'),
-                           f'--run={run}', f'--out={out}', '--name=r'],
-                          capture_output=True, text=True, timeout=300)
+                           *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_report_writes_a_table_and_a_figure_of_the_evaluations(tmp_path):
+    run = tmp_path / 'run'
+    fake_run(run, tmp_path / 'data', [(1000, 'gmm10', 12.5), (2000, 'gmm10', 9.25),
+                                      (2000, '', 30.0)])  # the last: another prior
+    out = tmp_path / 'out'
+    report(f'--run={run}', f'--out={out}', '--name=r')
     table = (out / 'r.md').read_text().splitlines()
     rows = [line for line in table if line.startswith('| ') and 'min |' in line]
     # step 1000 after 1000 steps at 0.3 s (5 min), 100 epochs of 640 at batch 64
@@ -80,3 +90,20 @@ def test_the_report_writes_a_table_and_a_figure_of_the_evaluations(tmp_path):
         assert picture.size[0] > 300 and picture.size[1] > 200
         colours = picture.convert('L').getcolors(maxcolors=1 << 16)
         assert len(colours) > 10  # a drawn plot, not a blank
+
+
+def test_the_ablation_table_has_a_row_per_lever_and_says_which_were_not_run(tmp_path):
+    root, data = tmp_path / 'ablation', tmp_path / 'data'
+    fake_run(root / 'recipe', data, [(2000, 'gmm10', 9.5), (2000, 'gmm10-last', 11.0),
+                                     (2000, '', 20.25)])
+    fake_run(root / 'no_cosine', data, [(1000, 'gmm10', 14.0), (2000, 'gmm10', 12.75)])
+    report(f'--ablation={root}', f'--out={tmp_path}', '--name=r')
+    table = (tmp_path / 'r_ablation.md').read_text()
+    rows = {line.split(' | ')[0][2:]: line.split(' | ')[1:4]
+            for line in table.splitlines() if line.startswith('| ') and '---' not in line}
+    assert rows['nothing: the full recipe'] == ['2000', '10.0 min', '9.50']
+    assert rows['cosine schedule (constant rate)'] == ['2000', '10.0 min', '12.75']  # last step
+    assert rows["averaged weights (the last step's)"] == ['2000', '10.0 min', '11.00']
+    assert rows['mixture prior (N(0, I) samples)'] == ['2000', '10.0 min', '20.25']
+    assert rows['capacity (16 channels first)'][0] == 'not run'
+    assert len(rows) == 1 + 7  # the header and one row per lever
