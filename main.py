@@ -6,6 +6,7 @@
 """
 import contextlib
 import os
+import re
 import sys
 import tempfile
 
@@ -316,7 +317,8 @@ def flags_parser(command='python main.py'):
         try:
             return FLAGS(argv)
         except flags.Error as err:
-            print(f'error: {err} ({command} --helpfull lists the flags)', file=sys.stderr)
+            message = re.sub(r'^ERROR:: ', '', str(err))  # absl's prefix of flagfile errors
+            print(f'error: {message} ({command} --helpfull lists the flags)', file=sys.stderr)
             sys.exit(2)
     return parse
 

@@ -29,6 +29,10 @@ def open_images(path, height, width, channel):
     Returns (h5py.File, dataset). Raises DataError naming the problem and
     the fix when the file is missing, unreadable, or of the wrong dtype/shape.
     """
+    if os.path.isdir(path):
+        raise DataError(f'data file {path} is a folder, not an HDF5 file: point the file '
+                        f'name flags at its .h5 files, or convert its images with python -m '
+                        f'utils.data.prepare_data --source=folder')
     if not os.path.isfile(path):
         raise DataError(f'data file {path} not found: check --data_dir and the '
                         f'file name flags, or make it with python -m utils.data.prepare_data')
