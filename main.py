@@ -323,6 +323,15 @@ def flags_parser(command='python main.py'):
     return parse
 
 
+def interrupted_message(action):
+    """What a Ctrl-C that no signal handler turned into a save leaves behind."""
+    if action == 'train':
+        return ('interrupted without saving (before training began, or a second Ctrl-C); the '
+                'newest checkpoint in --modeldir is where the next run resumes')
+    return (f'interrupted: --action={action} stopped before it finished; the model is '
+            f'unchanged, and what it had written so far is incomplete: run it again')
+
+
 def main(argv):
     """absl entry point: one clear line on stderr and exit status 2 for wrong input."""
     if len(argv) > 1:
@@ -342,8 +351,7 @@ def main(argv):
     except TrainingStopped as stopped:
         return 128 + stopped.signum
     except KeyboardInterrupt:
-        print('interrupted without saving (before training began, or a second Ctrl-C); the '
-              'newest checkpoint in --modeldir is where the next run resumes', file=sys.stderr)
+        print(interrupted_message(FLAGS.action), file=sys.stderr)
         return 130
     return 0
 

@@ -569,14 +569,18 @@ def _row_names(model):
     return ', '.join(f'stage {index}' for index in range(1, model.num_stages + 1))
 
 
+GRID_SAMPLES = 256  # predict's grid.png shows at most the first 256 samples
+
+
 def predict(runner):
     """Loads predict_step (the latest when <= 0) and writes num_samples prior samples
     (of --sample_prior) to sampledir/predict_step_STEP[_VARIANT] (evaluation_variant):
-    one PNG each (final stage) and grid.png whose rows are the stages; samples of an
-    earlier, longer predict there are removed."""
+    one PNG each (final stage) and grid.png whose rows are the stages (the first
+    GRID_SAMPLES); samples of an earlier, longer predict there are removed. The samples
+    go through the model --batch at a time, so their number is bounded by the disk only."""
     conf = runner.conf
     step = runner.restore_for('predict')
-    outputs = runner.sample(conf.num_samples)
+    z = runner.prior_z(conf.num_samples)
     # another prior or other weights go to their own folder, never mixed with these
     variant = evaluation_variant(conf)
     folder = os.path.join(conf.sampledir, f'predict_step_{step}' + (f'_{variant}' if variant
@@ -586,9 +590,18 @@ def predict(runner):
         index = re.fullmatch(r'sample_(\d+)\.png', os.path.basename(stale))
         if index and int(index.group(1)) >= conf.num_samples:
             os.remove(stale)
-    paths = images.save_each(folder, outputs[-1])
-    images.save_png(os.path.join(folder, 'grid.png'), images.stage_grid(outputs))
-    print(f'wrote {len(paths)} samples of step {step} and grid.png (rows: '
+    grid = []  # per batch: each stage's images among the first GRID_SAMPLES
+    progress = CountProgress(len(z), 'prior samples')
+    for start in range(0, len(z), conf.batch):
+        outputs = runner.sample_batch(z[start:start + conf.batch])
+        images.save_each(folder, outputs[-1], first_index=start)
+        if start < GRID_SAMPLES:
+            grid.append([stage[:GRID_SAMPLES - start] for stage in outputs])
+        progress.add(len(outputs[-1]))
+    progress.finish()
+    images.save_png(os.path.join(folder, 'grid.png'),
+                    images.stage_grid([np.concatenate(stage) for stage in zip(*grid)]))
+    print(f'wrote {len(z)} samples of step {step} and grid.png (rows: '
           f'{_row_names(runner.model)}) to {folder}')
     return folder
 

@@ -88,6 +88,33 @@ def test_predict_writes_the_requested_number_of_samples(tiny_conf):
         assert len(glob.glob(os.path.join(folder, 'sample_*.png'))) == count
 
 
+def test_predict_goes_a_batch_at_a_time_and_its_grid_shows_the_first_samples(tiny_conf):
+    """More samples than a batch and than the grid holds: every PNG is the sample that one
+    pass of all of them gives, and the grid has GRID_SAMPLES of them (16 bands of 16)."""
+    import runner
+    from utils.run import images
+    conf = tiny_conf(max_step=5)
+    assert main.run(conf) == 5
+    count = runner.GRID_SAMPLES + 20  # 276 samples at --batch=8
+    folder = main.run(tiny_conf(action='predict', num_samples=count, predict_step=-1))
+    model = runner.Runner(tiny_conf(action='predict'))
+    try:
+        model.restore_for('predict')
+        whole = model.sample(count)[-1]  # one pass of all of them
+    finally:
+        model.close()
+    expected = images.to_uint8(whole)
+    for index in (0, 7, 8, 255, 256, count - 1):
+        with Image.open(os.path.join(folder, f'sample_{index:04d}.png')) as picture:
+            written = np.asarray(picture).reshape(expected[index].shape)
+        assert np.abs(written.astype(int) - expected[index]).max() <= 1, index
+    assert len(glob.glob(os.path.join(folder, 'sample_*.png'))) == count
+    rows, gap = 16 * 2, images.GAP  # 16 bands of 16 samples, a row per stage
+    with Image.open(os.path.join(folder, 'grid.png')) as grid:
+        assert grid.size == (16 * 16 + 15 * gap,
+                             rows * 16 + (rows - 1) * gap + 15 * images.BAND_GAP)
+
+
 def test_help_shows_every_default():
     result = run_main('--helpshort')  # absl prints the help and exits with status 1
     for name in main.FLAG_NAMES:

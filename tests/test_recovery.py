@@ -322,3 +322,34 @@ def test_a_missing_bundled_split_is_made_alone_and_the_others_stay(tmp_path):
     import h5py
     with h5py.File(data / 'mnist_train.h5', 'r') as handle:
         assert handle['images'].shape == (55000, 28, 28, 1)
+
+
+def test_ctrl_c_during_predict_is_one_line_about_predict_and_leaves_the_model(
+        two_checkpoints, tmp_path):
+    from test_errors import snapshot
+    conf = copy_run(two_checkpoints, tmp_path)
+    before = snapshot(conf.modeldir)
+    args = [f'--{k}={v}' for k, v in dict(TINY, data_dir=conf.data_dir, valid_data='',
+                                           modeldir=conf.modeldir, sampledir=conf.sampledir,
+                                           action='predict', num_samples=10 ** 5).items()]
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, 'main.py'), *args], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    chunks = []  # raw: the progress bar redraws its line with \r, not \n
+
+    def read():
+        while chunk := process.stderr.read1(4096):
+            chunks.append(chunk)
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.time() + 300  # until it samples
+    while b'prior samples' not in b''.join(chunks) and time.time() < deadline:
+        assert process.poll() is None, b''.join(chunks)[-2000:]
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=300) == 130
+    reader.join(timeout=60)
+    lines = b''.join(chunks).decode(errors='replace').splitlines()
+    said = [line for line in lines if line.startswith('interrupted')]
+    assert not any('Traceback' in line for line in lines)
+    assert len(said) == 1 and '--action=predict stopped' in said[0], lines[-5:]
+    assert snapshot(conf.modeldir) == before

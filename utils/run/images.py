@@ -94,10 +94,11 @@ def png_bytes(picture):
     return buffer.getvalue()
 
 
-def save_each(folder, images, prefix='sample'):
-    """Writes images [n, h, w, c] in [-1, 1] as folder/prefix_0000.png, ...; returns the paths."""
+def save_each(folder, images, prefix='sample', first_index=0):
+    """Writes images [n, h, w, c] in [-1, 1] as folder/prefix_0000.png, ... (numbered from
+    first_index); returns the paths."""
     paths = []
-    for index, image in enumerate(to_uint8(images)):
+    for index, image in enumerate(to_uint8(images), start=first_index):
         path = os.path.join(folder, f'{prefix}_{index:04d}.png')
         save_png(path, image)
         paths.append(path)
