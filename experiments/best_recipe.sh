@@ -2,7 +2,7 @@
 # The best MSVAE recipe on the bundled MNIST (configs/mnist_best.flags), from a clean clone:
 # train (about 90 minutes on 2 CPU cores; a second call resumes), fit the Gaussian-mixture
 # prior, evaluate the last checkpoint at N = 10,000 with both priors, evaluate the
-# checkpoints reached after 10, 30 and 60 minutes of training, then write the table, the
+# checkpoints reached after 10, 30, 60 and 90 minutes of training, then write the table, the
 # FID-against-time figure and the sample grid to OUT (default docs/).
 #
 #   bash experiments/best_recipe.sh
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 RUN=${RUN:-runs/mnist_best}
 OUT=${OUT:-docs}
-MINUTES=${MINUTES:-10,30,60}
+MINUTES=${MINUTES:-10,30,60,90}
 PYTHON=${PYTHON:-python}
 FLAGFILE=configs/mnist_best.flags
 common=(--flagfile="$FLAGFILE" "$@" --modeldir="$RUN/model" --logdir="$RUN/log"
