@@ -59,8 +59,8 @@ flags.DEFINE_boolean('deterministic', False, 'deterministic TensorFlow kernels (
                      'repeatable GPU runs; slower)')
 flags.DEFINE_integer('predict_step', 0, 'checkpoint step that the actions other than train '
                      'load (0 or -1 = the latest)')
-flags.DEFINE_integer('num_samples', 64, 'prior samples written by --action=predict; test images '
-                     'written by --action=reconstruct')
+flags.DEFINE_integer('num_samples', 64, 'prior samples written by --action=predict (its grid.png '
+                     'shows the first 256); test images written by --action=reconstruct')
 flags.DEFINE_integer('interpolation_pairs', 4, '--action=interpolate: pairs of test images '
                      '(and of prior samples) joined in the latent space')
 flags.DEFINE_integer('interpolation_steps', 8, '--action=interpolate: images along each path, '

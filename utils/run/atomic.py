@@ -57,15 +57,15 @@ def write_json(path, value, **dump_options):
     write_text(path, json.dumps(value, **dump_options) + '\n')
 
 
-def make_writable_folder(folder, flag):
+def make_writable_folder(folder, name):
     """Creates folder if needed and checks that a file can be written in it; otherwise one
-    UserError naming `flag`, the flag that gave it (e.g. '--modeldir=runs/a')."""
+    UserError that calls it `name` (the flag that gave it, e.g. '--modeldir=runs/a')."""
     try:
         os.makedirs(folder, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
-        raise UserError(f'cannot write to {flag} ({err.strerror or err}): choose a writable '
+        raise UserError(f'cannot write to {name} ({err.strerror or err}): choose a writable '
                         f'folder') from None
 
 
