@@ -28,7 +28,7 @@ import ops
 import towers
 from utils.data import hdf5_images
 from utils.evaluation import feature_metrics, measure
-from utils.run import atomic, checkpoints, errors, images, latent_prior
+from utils.run import atomic, checkpoints, config, errors, images, latent_prior
 from utils.run.cluster import worker_seed
 from utils.run.errors import UserError
 from utils.run.progress import CountProgress, TrainingProgress
@@ -61,17 +61,17 @@ def has_gpu():
 
 def session_config(conf):
     """The session's threads, XLA setting and, for towers, devices from the flags."""
-    config = tf1.ConfigProto(intra_op_parallelism_threads=conf.intra_op_threads,
-                             inter_op_parallelism_threads=conf.inter_op_threads)
+    proto = tf1.ConfigProto(intra_op_parallelism_threads=conf.intra_op_threads,
+                            inter_op_parallelism_threads=conf.inter_op_threads)
     if conf.xla:
-        config.graph_options.optimizer_options.global_jit_level = tf1.OptimizerOptions.ON_1
+        proto.graph_options.optimizer_options.global_jit_level = tf1.OptimizerOptions.ON_1
     if conf.num_gpus > 1:
         # towers on logical CPUs when there are too few GPUs; ops without a GPU kernel
         # go to the CPU
         if len(tf.config.list_physical_devices('GPU')) < conf.num_gpus:
-            config.device_count['CPU'] = conf.num_gpus
-        config.allow_soft_placement = True
-    return config
+            proto.device_count['CPU'] = conf.num_gpus
+        proto.allow_soft_placement = True
+    return proto
 
 
 def prior_samples(seed, count, latent_len):
@@ -115,6 +115,79 @@ def op_error_reason(err):
     return type(err).__name__
 
 
+def checkpoint_names(net, inference, use_averages):
+    """{name in a checkpoint: variable} that a saver of the default graph writes and
+    restores, in build order: every global variable, or with `inference` the model's
+    own (network.inference_variables, the averages when use_averages)."""
+    if not inference:
+        return {v.op.name: v for v in tf1.global_variables()}
+    chosen = network.inference_variables(net, use_averages)
+    return chosen if isinstance(chosen, dict) else {v.op.name: v for v in chosen}
+
+
+def variable_shapes(conf):
+    """{False: {checkpoint name: shape} of every variable, True: those that inference
+    restores} of the graph conf's model builds, in a graph of its own."""
+    with tf.Graph().as_default():
+        net = network.build(conf.model, build_options(conf), training_setup(conf))
+        averages = conf.inference_weights == 'average'
+        return {inference: {name: variable.shape.as_list() for name, variable in
+                            checkpoint_names(net, inference, averages).items()}
+                for inference in (False, True)}
+
+
+def other_values(field, value, size_pairs):
+    """Values of a model field worth trying for a checkpoint that does not fit: another
+    choice, the other boolean, or an integer that scales the sizes that differ
+    (size_pairs: (built, saved)), or one away when no size differs (another structure)."""
+    if isinstance(value, bool):
+        return [not value]
+    if isinstance(value, str):
+        return [choice for choice in config.choices(field) if choice != value]
+    if not isinstance(value, int):
+        return []
+    tried = {saved * value // built for built, saved in size_pairs
+             if built and saved * value % built == 0} if size_pairs else {value - 1, value + 1}
+    return sorted(tried - {value, 0})
+
+
+def fitting_field(conf, inference, saved):
+    """Which one model field, given another value, makes the model's variables those of
+    a checkpoint (`saved`: {name: shape}): 'latent_len=4 (the flags give 8)', or ''.
+    Each value tried builds the model's graph once (on this error path only)."""
+    built = variable_shapes(conf)[inference]
+    size_pairs = {pair for name, shape in built.items() if name in saved
+                  and len(shape) == len(saved[name]) for pair in zip(shape, saved[name])
+                  if pair[0] != pair[1]}
+    values = conf.model.as_dict()
+    # the fields of few values first: each value tried costs a graph
+    fields = sorted(config.variable_fields(),
+                    key=lambda name: isinstance(values[name], int) and
+                    not isinstance(values[name], bool))
+    for field in fields:
+        for candidate in other_values(field, values[field], size_pairs):
+            try:
+                other = conf.replace(**{field: candidate})
+                other.model  # noqa: B018  (a value the model refuses is no candidate)
+            except UserError:
+                continue
+            shapes = variable_shapes(other)
+            if all(saved.get(name) == shape for name, shape in shapes[inference].items()) \
+                    and set(saved) <= set(shapes[False]):
+                return f'{field}={candidate} (the flags give {values[field]})'
+    return ''
+
+
+def first_difference(expected, saved):
+    """The first variable of `expected` ({checkpoint name: variable}, build order) whose
+    shape differs in the checkpoint (`saved`: {name: shape}), as a phrase, or ''."""
+    for name, variable in expected.items():
+        built = variable.shape.as_list()
+        if name in saved and saved[name] != built:
+            return f'{name} is {saved[name]} there and {built} here'
+    return ''
+
+
 # ---------------------------------------------------------------- the session runner
 
 class Runner:
@@ -152,9 +225,12 @@ class Runner:
         self.saver = tf1.train.Saver(tf1.global_variables(), max_to_keep=None)
         # inference needs no optimizer state: predict and the other actions restore, and
         # export writes, only the model's own variables
-        self.model_saver = tf1.train.Saver(
-            network.inference_variables(net, self.conf.inference_weights == 'average'),
-            max_to_keep=None)
+        inference = network.inference_variables(net, self.conf.inference_weights == 'average')
+        self.model_saver = tf1.train.Saver(inference, max_to_keep=None)
+        # {name in a checkpoint: variable} of each saver, in build order (the shape check)
+        averages = self.conf.inference_weights == 'average'
+        self.saved_names = {flag: checkpoint_names(net, flag, averages)
+                            for flag in (False, True)}
         # checked before each save: a step can turn the weights to Inf/NaN while its
         # own loss, computed before the update, was still finite
         self.variables_finite = tf.reduce_all(
@@ -211,6 +287,25 @@ class Runner:
     def _load(self, prefix, inference):
         """Restores `prefix`; returns '' or why the checkpoint is damaged (its bytes do not
         check out). Raises UserError when it does not fit the model."""
+        try:
+            saved = {name: list(shape) for name, shape in tf1.train.list_variables(prefix)}
+        except (tf.errors.OpError, ValueError) as err:
+            return f'damaged: {op_error_reason(err)[:120]}'
+        difference = first_difference(self.saved_names[inference], saved)
+        missing = [name for name in self.saved_names[inference] if name not in saved]
+        # a variable of another model (not even an optimizer slot or average of this one)
+        extra = sorted(name for name in saved if name not in self.saved_names[False])
+        if difference or missing or extra:
+            fits = fitting_field(self.conf, inference, saved)
+            what = difference or (f'{missing[0]} is not in it ({len(missing)} missing)'
+                                  if missing else f'it holds {extra[0]}, which this model '
+                                  f'has not ({len(extra)} such)')
+            raise UserError(f'checkpoint {prefix} does not fit the model built from the '
+                            f'flags: {what}; ' + (f'it fits {fits}: use the flags it was '
+                                                  f'trained with' if fits else
+                                                  'no single model field explains it: use '
+                                                  'the flags it was trained with') +
+                            ' or another --modeldir')
         try:
             (self.model_saver if inference else self.saver).restore(self.sess, prefix)
         except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as err:

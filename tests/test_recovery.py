@@ -353,3 +353,21 @@ def test_ctrl_c_during_predict_is_one_line_about_predict_and_leaves_the_model(
     assert not any('Traceback' in line for line in lines)
     assert len(said) == 1 and '--action=predict stopped' in said[0], lines[-5:]
     assert snapshot(conf.modeldir) == before
+
+
+@pytest.mark.parametrize('field, value, fits', [('latent_len', 8, 'latent_len=4'),
+                                                ('start_channel_num', 6, 'start_channel_num=4'),
+                                                ('decoder', 'plain', 'decoder=residual')])
+def test_a_flags_json_that_does_not_fit_the_checkpoint_names_the_field(
+        field, value, fits, two_checkpoints, tmp_path):
+    """flags.json edited after training: predict names the field and the value that fit
+    (a plain decoder's variables are all in the residual one's checkpoint: the extra
+    ones are what give it away)."""
+    conf = copy_run(two_checkpoints, tmp_path)
+    saved = checkpoints.load_config(conf.modeldir)
+    checkpoints.save_config(conf.modeldir, dict(saved, **{field: value}))
+    given = {name: getattr(conf, name) for name in ('data_dir', 'modeldir', 'sampledir')}
+    predict = main.default_config(**dict(given, action='predict'))
+    with pytest.raises(UserError, match=rf'does not fit the model built from the flags: .*'
+                                        rf'it fits {fits} \(the flags give {value}\)'):
+        main.run(predict)
