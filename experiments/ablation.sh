@@ -7,8 +7,9 @@
 #   STEPS=19000 SAMPLES=10000 bash experiments/ablation.sh   # the recipe's own budget
 #
 # The averaged weights and the mixture prior act at inference only: their rows evaluate
-# the full recipe's run with --inference_weights=last and --sample_prior=normal. Each
-# run resumes when the script is run again; a finished one is skipped by main.py.
+# the full recipe's run with --inference_weights=last and --sample_prior=normal. Run again,
+# the script resumes a stopped training (a finished one is skipped by main.py) and skips
+# the evaluations already written.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,17 +26,27 @@ declare -A REMOVED=(  # run name => the flag that takes its lever out of the rec
   [no_gradient_loss]='--refine_gradient_weight=0'
 )
 
+evaluate() {  # run name, evaluation variant (runner.evaluation_variant), its flags
+  local name=$1 variant=$2
+  shift 2
+  local json="$ROOT/$name/model/evaluation-$STEPS${variant:+-$variant}.json"
+  if [ -f "$json" ]; then
+    echo "== $name: $json is there"
+    return
+  fi
+  "$PYTHON" main.py --action=evaluate "${common[@]}" --eval_samples="$SAMPLES" \
+    --noeval_fid_reconstructions "$@"
+}
+
 for name in recipe no_capacity no_cosine no_learned_sigma no_gradient_loss; do
   common=(--flagfile=configs/mnist_best.flags ${REMOVED[$name]} --modeldir="$ROOT/$name/model"
           --logdir="$ROOT/$name/log" --sampledir="$ROOT/$name/samples")
   echo "== $name: training $STEPS steps ${REMOVED[$name]}"
   "$PYTHON" main.py "${common[@]}" --max_step="$STEPS" --save_step="$STEPS"
-  evaluate=("$PYTHON" main.py --action=evaluate "${common[@]}" --eval_samples="$SAMPLES"
-            --noeval_fid_reconstructions)
-  "${evaluate[@]}"
+  evaluate "$name" gmm10
   if [ "$name" = recipe ]; then
-    "${evaluate[@]}" --inference_weights=last
-    "${evaluate[@]}" --sample_prior=normal
+    evaluate "$name" gmm10-last --inference_weights=last
+    evaluate "$name" '' --sample_prior=normal
   fi
 done
 "$PYTHON" experiments/recipe_report.py --ablation="$ROOT" --out="$OUT" --name=best_recipe
