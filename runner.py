@@ -293,8 +293,11 @@ class Runner:
             return f'damaged: {op_error_reason(err)[:120]}'
         difference = first_difference(self.saved_names[inference], saved)
         missing = [name for name in self.saved_names[inference] if name not in saved]
-        # a variable of another model (not even an optimizer slot or average of this one)
-        extra = sorted(name for name in saved if name not in self.saved_names[False])
+        # a variable of another model (under the stages' scopes, and not even an optimizer
+        # slot or average of this one; top-level state such as a GPU run's loss scale is
+        # not the model's)
+        extra = sorted(name for name in saved if re.match(r'stage\d+/', name)
+                       and name not in self.saved_names[False])
         if difference or missing or extra:
             fits = fitting_field(self.conf, inference, saved)
             what = difference or (f'{missing[0]} is not in it ({len(missing)} missing)'
