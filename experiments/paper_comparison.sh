@@ -5,9 +5,13 @@
 #
 #   bash experiments/paper_comparison.sh            # 5000 steps each, as the default run
 #   STEPS=500 bash experiments/paper_comparison.sh  # a quick look
+#   STEPS=20000 RUNS=runs/paper_comparison_recipe NAME=paper_comparison_recipe \
+#     bash experiments/paper_comparison.sh --flagfile=configs/mnist_best.flags --fused_batch_norm
+#                                                   # the three models with the best recipe's levers
 #
-# Runs go to runs/paper_comparison/ (kept: a second call resumes or reuses them); the
-# figure and the table go to OUT (default docs/). Extra arguments are passed to every
+# Runs go to RUNS (default runs/paper_comparison/; kept: a second call resumes or reuses
+# them); the figure and the table go to OUT (default docs/) as NAME.png and NAME.md
+# (default paper_comparison). Extra arguments are passed to every
 # main.py call, e.g. --random_seed=7 or --flagfile=configs/celeba128.flags (the three
 # models' flags, STEPS and the run folders take precedence).
 #
@@ -22,6 +26,7 @@ cd "$(dirname "$0")/.."
 STEPS=${STEPS:-5000}
 RUNS=${RUNS:-runs/paper_comparison}
 OUT=${OUT:-docs}
+NAME=${NAME:-paper_comparison}
 PYTHON=${PYTHON:-python}
 
 # name | flags that differ between the three models (everything else: the defaults)
@@ -50,4 +55,4 @@ for entry in "${MODELS[@]}"; do
 done
 
 "$PYTHON" compare.py --labels="VAE,deep residual VAE,MSVAE" --out="$OUT" \
-  --name=paper_comparison "${modeldirs[@]}"
+  --name="$NAME" "${modeldirs[@]}"
