@@ -76,6 +76,9 @@ flags.DEFINE_enum('sample_prior', 'normal', ['normal', 'gmm'], 'where predict an
                   'images\' latent means (at the end of training, by --action=fit_prior, or '
                   'when first needed), saved as modeldir/prior-STEP-gmmK.npz')
 flags.DEFINE_integer('prior_components', 10, '--sample_prior=gmm: components of the mixture')
+flags.DEFINE_float('prior_temperature', 1.0, 'predict and evaluate: scale the prior samples\' '
+                   'spread about their mean (N(0, I)\'s or the mixture component\'s) by this; '
+                   'under 1 trades recall for precision (1 = the prior itself)')
 flags.DEFINE_enum('inference_weights', 'average', ['average', 'last'], 'a model trained with '
                   '--ema_decay: the actions other than train use the moving average of its '
                   'weights (average) or the weights of its last step (last, for comparison)')
@@ -197,6 +200,8 @@ def validate(conf):
              f'{conf.interpolation_steps} must be 2 or more: the two ends of each path')
     _require(conf.learning_rate > 0, f'--learning_rate={conf.learning_rate} must be positive '
              f'(default {FLAGS["learning_rate"].default})')
+    _require(0 < conf.prior_temperature <= 10, f'--prior_temperature='
+             f'{conf.prior_temperature} must be in (0, 10] (1 = the prior itself)')
     _require(0 <= conf.beta1 < 1, f'--beta1={conf.beta1} must be in [0, 1)')
     _require(conf.kl_warmup_steps >= 0, f'--kl_warmup_steps={conf.kl_warmup_steps} must be 0 '
              f'(no warm-up) or more')

@@ -429,12 +429,14 @@ class Runner:
 
     def prior_z(self, count):
         """The first `count` fixed samples of the prior that --sample_prior names: N(0, I),
-        or the Gaussian mixture fitted to the restored step (fitted now when not saved)."""
+        or the Gaussian mixture fitted to the restored step (fitted now when not saved),
+        their spread scaled by --prior_temperature."""
+        temperature = self.conf.prior_temperature
         if self.conf.sample_prior == 'normal':
-            return self.normal_samples(count)
+            return temperature * self.normal_samples(count)
         if self.mixture is None or self.mixture.step != self.step():
             self.mixture = fitted_prior(self, self.step())
-        return latent_prior.sample(self.mixture, self.conf.random_seed, count)
+        return latent_prior.sample(self.mixture, self.conf.random_seed, count, temperature)
 
     def sample(self, count):
         """Every stage's image for the first `count` fixed samples of --sample_prior."""
@@ -746,7 +748,8 @@ def evaluate(runner):
     result = {'step': step, 'model': model.as_dict(),
               'test_data': os.path.join(conf.data_dir, conf.test_data),
               'test_images': test_count, 'prior_samples': len(z),
-              'sample_prior': prior_name(conf), 'inference_weights': (
+              'sample_prior': prior_name(conf), 'prior_temperature': conf.prior_temperature,
+              'inference_weights': (
                   conf.inference_weights if model.ema_decay > 0 else 'last'),
               'random_seed': conf.random_seed}
     result.update(measure.summarize(means, conf, model.stage_sizes()))
@@ -772,9 +775,12 @@ def prior_name(conf):
 
 def evaluation_variant(conf):
     """What sets an evaluation apart from the plain one of its step: '' (N(0, I), the
-    model's inference weights), else 'gmmK', 'last' (a model with averaged weights
-    evaluated with its last step's) or both, joined by '-'."""
+    model's inference weights), else 'gmmK', 'tT' (--prior_temperature=T other than 1),
+    'last' (a model with averaged weights evaluated with its last step's) or several of
+    them, joined by '-'."""
     parts = [] if conf.sample_prior == 'normal' else [prior_name(conf)]
+    if conf.prior_temperature != 1:
+        parts.append(f't{conf.prior_temperature:g}')
     if conf.ema_decay > 0 and conf.inference_weights == 'last':
         parts.append('last')
     return '-'.join(parts)

@@ -140,6 +140,8 @@ CASES = {
     'kl_warmup_negative': (None, {'kl_warmup_steps': -5}, '--kl_warmup_steps=-5 must be 0'),
     'prior_components_not_positive': (None, {'prior_components': 0},
                                       '--prior_components=0 must be positive'),
+    'prior_temperature_out_of_range': (None, {'prior_temperature': 0},
+                                       '--prior_temperature=0.0 must be in (0, 10]'),
     'ema_decay_with_cluster': (None, {'ema_decay': 0.99, 'ps_hosts': 'localhost:2222',
                                       'worker_hosts': 'localhost:2223', 'job_name': 'worker'},
                                'with a cluster is not supported'),

@@ -79,6 +79,18 @@ def test_too_few_points_for_the_components_is_an_error():
         latent_prior.fit(np.zeros((3, 2)), components=5, seed=0)
 
 
+def test_a_temperature_scales_each_sample_about_its_component_mean():
+    z = latent_prior.sample(KNOWN, seed=3, count=60000)
+    cooled = latent_prior.sample(KNOWN, seed=3, count=60000, temperature=0.5)
+    nearest = np.argmin(((z[:, None] - KNOWN.means[None]) ** 2).sum(-1), axis=1)
+    # the same components, each sample half as far from its component's mean
+    np.testing.assert_allclose(cooled - KNOWN.means[nearest], 0.5 * (z - KNOWN.means[nearest]),
+                               atol=1e-5)
+    for index in range(3):
+        part = cooled[nearest == index]
+        np.testing.assert_allclose(np.cov(part.T), 0.25 * KNOWN.covariances[index], atol=0.02)
+
+
 def test_evaluate_and_predict_sample_the_mixture_fitted_at_the_end_of_training(tiny_conf):
     conf = tiny_conf(sample_prior='gmm', prior_components=2, max_step=10)
     model = runner.Runner(conf)
@@ -97,6 +109,17 @@ def test_evaluate_and_predict_sample_the_mixture_fitted_at_the_end_of_training(t
     z = model.prior_z(6)
     np.testing.assert_array_equal(z, latent_prior.sample(saved, conf.random_seed, 6))
     model.close()
+
+    # --prior_temperature: the same mixture, its samples' spread scaled, evaluated apart
+    cooled = conf.replace(action='evaluate', prior_temperature=0.5)
+    model = runner.Runner(cooled)
+    model.restore_for('evaluate')
+    np.testing.assert_array_equal(model.prior_z(6),
+                                  latent_prior.sample(saved, conf.random_seed, 6, 0.5))
+    model.close()
+    assert runner.evaluation_variant(cooled) == 'gmm2-t0.5'
+    normal = cooled.replace(sample_prior='normal')
+    assert runner.evaluation_variant(normal) == 't0.5'
 
 
 # ---------------------------------------------------------------- averaged weights

@@ -51,9 +51,11 @@ def fit(means, components, seed, step=0):
     return Mixture(mixture.weights_, mixture.means_, mixture.covariances_, step, len(means))
 
 
-def sample(prior, seed, count):
+def sample(prior, seed, count, temperature=1.0):
     """`count` samples [count, L] float32 of the mixture; the same (prior, seed, count)
-    gives the same samples, and the first n of a longer draw are those of a draw of n."""
+    gives the same samples, and the first n of a longer draw are those of a draw of n.
+    `temperature` scales each sample's offset from its component's mean (the component's
+    covariance by its square); the components drawn stay the same."""
     rng = np.random.default_rng([seed, SAMPLE_STREAM])
     weights = np.asarray(prior.weights, np.float64)
     # one row of L + 1 normals per sample, in sample order (so a longer draw extends a
@@ -63,7 +65,8 @@ def sample(prior, seed, count):
     component = np.minimum(np.searchsorted(np.cumsum(weights) / weights.sum(), uniforms,
                                            side='right'), len(weights) - 1)
     factors = np.linalg.cholesky(prior.covariances)
-    z = prior.means[component] + np.einsum('nij,nj->ni', factors[component], epsilon)
+    offsets = np.einsum('nij,nj->ni', factors[component], epsilon)
+    z = prior.means[component] + temperature * offsets
     return z.astype(np.float32)
 
 
