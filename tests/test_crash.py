@@ -68,8 +68,8 @@ def wait_for_progress(modeldir, beyond, timeout=300):
 
 def test_kill_nine_at_random_moments_loses_nothing_saved(tiny_data, tmp_path):
     """Twelve kill -9s: two during start-up, ten while training saves every step. Each
-    restart finds a whole checkpoint no older than the last one seen, and the run ends
-    at max_step."""
+    restart finds a whole checkpoint no older than the last one seen, and a last run
+    resumes from the newest and ends at its max_step."""
     rng = random.Random(2026)
     modeldir = str(tmp_path / 'model')
     command = main_args(tiny_data, tmp_path, max_step=1500, save_step=1, keep_checkpoints=3,
@@ -91,13 +91,18 @@ def test_kill_nine_at_random_moments_loses_nothing_saved(tiny_data, tmp_path):
         assert latest >= last, 'the global step went back past a save'
         last = latest
     assert last > 0
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    # the last run ends a few steps on (1500 is only a step the kills never reach)
+    end = last + 5
+    finished = subprocess.run(main_args(tiny_data, tmp_path, max_step=end, save_step=1,
+                                        keep_checkpoints=3, summary_step=50),
+                              capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr
-    assert f'steps {last + 1}..1500 (resumed)' in finished.stdout
-    assert check_latest_checkpoint(modeldir) == 1500
-    assert tf.train.latest_checkpoint(modeldir) == os.path.join(modeldir, 'msvae-1500')
+    assert f'steps {last + 1}..{end} (resumed)' in finished.stdout
+    assert check_latest_checkpoint(modeldir) == end
+    assert tf.train.latest_checkpoint(modeldir) == os.path.join(modeldir, f'msvae-{end}')
     assert [os.path.basename(path) for path in tf.train.get_checkpoint_state(
-        modeldir).all_model_checkpoint_paths] == ['msvae-1498', 'msvae-1499', 'msvae-1500']
+        modeldir).all_model_checkpoint_paths] == [f'msvae-{step}' for step in range(end - 2,
+                                                                                    end + 1)]
     assert not glob.glob(os.path.join(modeldir, checkpoints.PARTIAL + '*'))
     print(f'{kills} kills, {during_save} during a checkpoint write, last saved step {last}')
 
