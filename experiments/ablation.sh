@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The best recipe's ablation on the bundled MNIST: configs/mnist_best.flags trained at one
-# common, shorter budget with each lever removed in turn, then every run evaluated alike
+# common, shorter budget with each lever removed (or, for stage 2's gradient L1, which
+# the recipe leaves out, added) in turn, then every run evaluated alike
 # and the table written to OUT/best_recipe_ablation.md.
 #
 #   bash experiments/ablation.sh                     # 2,000 steps, 5,000 samples each
-#   STEPS=19000 SAMPLES=10000 bash experiments/ablation.sh   # the recipe's own budget
+#   STEPS=20000 SAMPLES=10000 bash experiments/ablation.sh   # the recipe's own budget
 #
 # The averaged weights and the mixture prior act at inference only: their rows evaluate
 # the full recipe's run with --inference_weights=last and --sample_prior=normal. Run again,
@@ -18,12 +19,12 @@ OUT=${OUT:-docs}
 STEPS=${STEPS:-2000}
 SAMPLES=${SAMPLES:-5000}
 PYTHON=${PYTHON:-python}
-declare -A REMOVED=(  # run name => the flag that takes its lever out of the recipe
+declare -A REMOVED=(  # run name => the flag that takes its lever out of (or into) the recipe
   [recipe]=''
   [no_capacity]='--start_channel_num=16'
   [no_cosine]='--lr_schedule=constant'
   [no_learned_sigma]='--nolearn_sigma'
-  [no_gradient_loss]='--refine_gradient_weight=0'
+  [gradient_loss]='--refine_gradient_weight=0.5'
 )
 
 evaluate() {  # run name, evaluation variant (runner.evaluation_variant), its flags
@@ -38,7 +39,7 @@ evaluate() {  # run name, evaluation variant (runner.evaluation_variant), its fl
     --noeval_fid_reconstructions "$@"
 }
 
-for name in recipe no_capacity no_cosine no_learned_sigma no_gradient_loss; do
+for name in recipe no_capacity no_cosine no_learned_sigma gradient_loss; do
   common=(--flagfile=configs/mnist_best.flags ${REMOVED[$name]} --modeldir="$ROOT/$name/model"
           --logdir="$ROOT/$name/log" --sampledir="$ROOT/$name/samples")
   echo "== $name: training $STEPS steps ${REMOVED[$name]}"

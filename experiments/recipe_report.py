@@ -41,7 +41,7 @@ ABLATION = (('nothing: the full recipe', 'recipe', 'gmm10'),
             ('capacity (16 channels first)', 'no_capacity', 'gmm10'),
             ('cosine schedule (constant rate)', 'no_cosine', 'gmm10'),
             ('trained σ (fixed 0.5)', 'no_learned_sigma', 'gmm10'),
-            ('stage 2\'s gradient L1', 'no_gradient_loss', 'gmm10'),
+            ('stage 2\'s gradient L1 (added, weight 0.5)', 'gradient_loss', 'gmm10'),
             ('averaged weights (the last step\'s)', 'recipe', 'gmm10-last'),
             ('mixture prior (N(0, I) samples)', 'recipe', ''))
 
@@ -109,10 +109,11 @@ def run_rows(run, variant):
 
 def ablation_markdown(root):
     """The ablation table: the last evaluated step of each ABLATION row, or 'not run'."""
-    lines = ['Each row takes one lever out of configs/mnist_best.flags; all trained alike '
+    lines = ['Each row takes one lever out of configs/mnist_best.flags (or adds one it '
+             'leaves out); all trained alike '
              '(experiments/ablation.sh). FID and the others of the final stage\'s prior '
              'samples against as many test images.', '',
-             '| lever removed | step | training time | FID | KID | precision | recall '
+             '| lever removed (or added) | step | training time | FID | KID | precision | recall '
              '| Laplacian var. ×real | HF ratio ×real | N |',
              '|---|---|---|---|---|---|---|---|---|---|']
     for label, run, variant in ABLATION:
