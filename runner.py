@@ -38,6 +38,8 @@ tf1 = tf.compat.v1
 
 GRID_IMAGES = 16  # images per TensorBoard grid and per training sample PNG
 PRIOR_STREAM = 7919  # seeds the fixed prior samples apart from other seeded draws
+VANISHED = object()  # a checkpoint deleted while it was read (a training pruned it)
+RESTORE_TRIES = 5  # passes over the checkpoints when they keep vanishing under a reader
 
 # Where a cluster worker's graph goes and how its gradients meet (distributed.py).
 Replicas = collections.namedtuple('Replicas',
@@ -178,6 +180,12 @@ def fitting_field(conf, inference, saved):
     return ''
 
 
+def vanished_or(prefix, problem):
+    """VANISHED when a file of checkpoint `prefix` is gone (a training pruned it while it
+    was read), else `problem`."""
+    return VANISHED if checkpoints.missing_part(prefix) else problem
+
+
 def first_difference(expected, saved):
     """The first variable of `expected` ({checkpoint name: variable}, build order) whose
     shape differs in the checkpoint (`saved`: {name: shape}), as a phrase, or ''."""
@@ -255,10 +263,23 @@ class Runner:
         holds no optimizer state).
 
         A latest checkpoint that is damaged or incomplete is skipped with a note in
-        favour of the newest whole one. Returns the restored global step, or None when
-        step <= 0 and modeldir holds no checkpoint. Raises UserError when a requested
-        checkpoint is damaged, or a checkpoint does not fit the model.
+        favour of the newest whole one; one that a training in the same folder prunes
+        while it is read is looked for again. Returns the restored global step, or None
+        when step <= 0 and modeldir holds no checkpoint. Raises UserError when a
+        requested checkpoint is damaged or gone, or a checkpoint does not fit the model.
         """
+        for _ in range(RESTORE_TRIES):
+            restored = self._restore_newest(step, inference)
+            if restored is not VANISHED:
+                return restored
+        raise UserError(f'the checkpoints of {self.conf.modeldir} were deleted while they '
+                        f'were read ({RESTORE_TRIES} tries): a training there prunes them '
+                        f'faster than they load; raise its --keep_checkpoints or '
+                        f'--save_step, or read a copy')
+
+    def _restore_newest(self, step, inference):
+        """One pass of restore(): the restored step, None, or VANISHED when a checkpoint
+        went away under the reader (a training pruned it)."""
         conf = self.conf
         prefix = checkpoints.find_checkpoint(conf.modeldir, conf.model_name, step)
         if prefix is None:
@@ -268,7 +289,11 @@ class Runner:
             for saved in reversed(checkpoints.saved_steps(conf.modeldir, conf.model_name))]
         skipped = []
         for prefix in candidates:
+            if not os.path.exists(prefix + '.index'):
+                return VANISHED  # pruned since the listing
             problem = checkpoints.missing_part(prefix) or self._load(prefix, inference)
+            if problem is VANISHED:
+                return VANISHED
             if not problem:
                 for name, why in skipped:
                     print(f'note: skipped checkpoint {name} ({why}); restored '
@@ -285,12 +310,13 @@ class Runner:
                         + '): restore them, or train from scratch in another --modeldir')
 
     def _load(self, prefix, inference):
-        """Restores `prefix`; returns '' or why the checkpoint is damaged (its bytes do not
-        check out). Raises UserError when it does not fit the model."""
+        """Restores `prefix`; returns '', why the checkpoint is damaged (its bytes do not
+        check out) or VANISHED when its files went away meanwhile. Raises UserError when
+        it does not fit the model."""
         try:
             saved = {name: list(shape) for name, shape in tf1.train.list_variables(prefix)}
         except (tf.errors.OpError, ValueError) as err:
-            return f'damaged: {op_error_reason(err)[:120]}'
+            return vanished_or(prefix, f'damaged: {op_error_reason(err)[:120]}')
         difference = first_difference(self.saved_names[inference], saved)
         missing = [name for name in self.saved_names[inference] if name not in saved]
         # a variable of another model (under the stages' scopes, and not even an optimizer
@@ -312,8 +338,12 @@ class Runner:
         try:
             (self.model_saver if inference else self.saver).restore(self.sess, prefix)
         except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as err:
-            return f'damaged: {op_error_reason(err)[:120]}'
-        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as err:
+            return vanished_or(prefix, f'damaged: {op_error_reason(err)[:120]}')
+        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError, ValueError) as err:
+            if checkpoints.missing_part(prefix):
+                return VANISHED  # pruned between the listing and the restore
+            if isinstance(err, ValueError):
+                raise
             raise UserError(f'checkpoint {prefix} does not fit the model built from the '
                             f'flags ({op_error_reason(err)[:200]}); use the flags it was '
                             f'trained with or another --modeldir') from None

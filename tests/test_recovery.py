@@ -2,6 +2,7 @@
 is skipped for the newest whole one, a missing data file is named, a flags.json that
 describes no model is one error; one training per model folder (the lock, free again
 after kill -9); --model_name changes and runs stopped before their first checkpoint."""
+import glob
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 import main
+import runner
 from conftest import ROOT, TINY
 from test_crash import main_args, start, wait_for_progress
 from utils.run import checkpoints, folder_lock
@@ -78,6 +80,41 @@ def test_predict_skips_a_damaged_newest_checkpoint_for_the_newest_whole_one(
     # asked for by its step, the damaged checkpoint is an error that says so
     with pytest.raises(UserError, match='msvae-10 cannot be loaded: (damaged|its data file)'):
         main.run(conf.replace(action='predict', predict_step=10))
+
+
+def test_a_checkpoint_pruned_while_predict_reads_it_is_looked_for_again(
+        two_checkpoints, tmp_path, monkeypatch, capsys):
+    """A training in the same folder deletes msvae-10 between predict's listing of its
+    variables and the restore: predict restores the newest one still there, and a folder
+    whose checkpoints keep vanishing is one error that says why."""
+    conf = copy_run(two_checkpoints, tmp_path)
+    list_variables = runner.tf1.train.list_variables
+    pruned = []
+
+    def list_then_prune(prefix):
+        """Lists `prefix`, then plays the training: a newer save (with `always`) and the
+        prune of `prefix`."""
+        listed = list_variables(prefix)
+        if not pruned or pruned[0] == 'always':
+            step = int(prefix.rsplit('-', 1)[1])
+            if pruned:
+                for path in glob.glob(prefix + '.*'):
+                    shutil.copy(path, path.replace(f'-{step}.', f'-{step + 5}.'))
+            checkpoints.remove_checkpoint(conf.modeldir, 'msvae', step)
+            pruned.append(os.path.basename(prefix))
+        return listed
+    monkeypatch.setattr(runner.tf1.train, 'list_variables', list_then_prune)
+    folder = main.run(conf.replace(action='predict'))
+    assert os.path.basename(folder) == 'predict_step_5'
+    assert pruned == ['msvae-10']
+    assert 'skipped' not in capsys.readouterr().out  # not damaged: gone
+
+    conf = copy_run(two_checkpoints, tmp_path / 'again')
+    pruned[:] = ['always']
+    with pytest.raises(UserError, match=f'deleted while they were read '
+                                        f'\\({runner.RESTORE_TRIES} tries\\)'):
+        main.run(conf.replace(action='predict'))
+    assert pruned[1:] == [f'msvae-{step}' for step in range(10, 10 + 5 * runner.RESTORE_TRIES, 5)]
 
 
 def test_training_resumes_from_the_newest_whole_checkpoint(two_checkpoints, tmp_path, capsys):
