@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The best recipe's ablation on the bundled MNIST: configs/mnist_best.flags trained at one
 # common, shorter budget with each lever removed (or, for stage 2's gradient L1, which
-# the recipe leaves out, added) in turn, then every run evaluated alike
-# and the table written to OUT/best_recipe_ablation.md.
+# the recipe leaves out, added; and a 32-d latent instead of 16) in turn, then every run
+# evaluated alike and the table written to OUT/best_recipe_ablation.md.
 #
 #   bash experiments/ablation.sh                     # 2,000 steps, 5,000 samples each
 #   STEPS=20000 SAMPLES=10000 bash experiments/ablation.sh   # the recipe's own budget
@@ -25,6 +25,7 @@ declare -A REMOVED=(  # run name => the flag that takes its lever out of (or int
   [no_cosine]='--lr_schedule=constant'
   [no_learned_sigma]='--nolearn_sigma'
   [gradient_loss]='--refine_gradient_weight=0.5'
+  [latent32]='--latent_len=32'
 )
 
 evaluate() {  # run name, evaluation variant (runner.evaluation_variant), its flags
@@ -39,7 +40,8 @@ evaluate() {  # run name, evaluation variant (runner.evaluation_variant), its fl
     --noeval_fid_reconstructions "$@"
 }
 
-for name in recipe no_capacity no_cosine no_learned_sigma gradient_loss; do
+# the latent size first: it is the lever not measured before
+for name in latent32 recipe no_cosine no_learned_sigma no_capacity gradient_loss; do
   common=(--flagfile=configs/mnist_best.flags ${REMOVED[$name]} --modeldir="$ROOT/$name/model"
           --logdir="$ROOT/$name/log" --sampledir="$ROOT/$name/samples")
   echo "== $name: training $STEPS steps ${REMOVED[$name]}"

@@ -42,6 +42,7 @@ ABLATION = (('nothing: the full recipe', 'recipe', 'gmm10'),
             ('cosine schedule (constant rate)', 'no_cosine', 'gmm10'),
             ('trained σ (fixed 0.5)', 'no_learned_sigma', 'gmm10'),
             ('stage 2\'s gradient L1 (added, weight 0.5)', 'gradient_loss', 'gmm10'),
+            ('a 16-d latent (added: 32-d)', 'latent32', 'gmm10'),
             ('averaged weights (the last step\'s)', 'recipe', 'gmm10-last'),
             ('mixture prior (N(0, I) samples)', 'recipe', ''))
 

@@ -106,4 +106,5 @@ def test_the_ablation_table_has_a_row_per_lever_and_says_which_were_not_run(tmp_
     assert rows["averaged weights (the last step's)"] == ['2000', '10.0 min', '11.00']
     assert rows['mixture prior (N(0, I) samples)'] == ['2000', '10.0 min', '20.25']
     assert rows['capacity (16 channels first)'][0] == 'not run'
-    assert len(rows) == 1 + 7  # the header and one row per lever
+    assert rows['a 16-d latent (added: 32-d)'][0] == 'not run'
+    assert len(rows) == 1 + 8  # the header and one row per lever
