@@ -18,7 +18,7 @@ import numpy as np
 from absl import app, flags
 
 import main
-from utils.evaluation import comparison
+from utils.evaluation import comparison, training_time
 from utils.run import checkpoints, images, preflight
 from utils.run.errors import UserError
 
@@ -67,7 +67,7 @@ def compare(modeldirs, labels, out, name, num_images, step=0, zoom=3, control_im
     pixel noise that matches the last model's Laplacian variance on them.
     """
     runner = main.load_tensorflow_quietly()
-    rows, results, finals, test_batch = [], [], [], None
+    rows, results, trainings, finals, test_batch = [], [], [], [], None
     for modeldir in modeldirs:
         model, conf = load_model(runner, modeldir, step)
         try:
@@ -82,6 +82,7 @@ def compare(modeldirs, labels, out, name, num_images, step=0, zoom=3, control_im
             outputs = model.reconstruct_batch(test_batch)['outputs']
             rows.append(images.resize_nearest(outputs[-1], shape[:2]))
             results.append(model_metrics(runner, model, conf))
+            trainings.append(training_record(model.step(), conf))
             # the noise control needs the first and the last model's reconstructions
             ends = (modeldir == modeldirs[0] or modeldir == modeldirs[-1]) and len(modeldirs) > 1
             finals.append(final_stage(model, control_images) if ends else None)
@@ -96,9 +97,25 @@ def compare(modeldirs, labels, out, name, num_images, step=0, zoom=3, control_im
     images.save_png(picture_path, comparison.figure(rows, ['input'] + labels, zoom))
     with open(table_path, 'w') as handle:
         handle.write(comparison.markdown(results, labels))
+        handle.write(comparison.training_markdown(trainings, labels))
         if control is not None:
             handle.write(comparison.control_markdown(control, labels, len(finals[0][0])))
     return picture_path, table_path
+
+
+def training_record(step, conf):
+    """{'step', 'batch', 'seconds'}: the seconds of training to reach `step`, read from
+    the events in the run's logdir (None when there are none); a step after the last
+    summary is counted at the run's mean pace."""
+    seconds = None
+    if os.path.isdir(conf.logdir):
+        by_step = training_time.training_seconds(training_time.summary_times(conf.logdir))
+        last = max(by_step, default=0)
+        if step > last > 0:
+            seconds = by_step[last] * step / last
+        elif by_step and step >= min(by_step):
+            seconds = training_time.seconds_at(by_step, step)
+    return {'step': step, 'batch': conf.batch, 'seconds': seconds}
 
 
 def final_stage(model, count):

@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ import main
 from conftest import ROOT
 from helpers import blob_images
 from utils.data.hdf5_writer import write_images
-from utils.evaluation import comparison, fid, inception, measure, metrics
+from utils.evaluation import comparison, fid, inception, measure, metrics, training_time
 from utils.run import checkpoints, config
 
 FINITE_KEYS = ('psnr', 'ssim', 'ms_ssim')
@@ -156,8 +157,10 @@ def compare_command(*args):
 
 def test_compare_writes_figure_and_table(trained, tmp_path):
     vae = trained(num_stages=1, decoder='plain', modeldir=str(tmp_path / 'vae'),
-                  eval_samples=24)
-    msvae = trained(num_stages=2, modeldir=str(tmp_path / 'msvae'), eval_samples=24)
+                  logdir=str(tmp_path / 'vae_log'), eval_samples=24)
+    msvae = trained(num_stages=2, modeldir=str(tmp_path / 'msvae'),
+                    logdir=str(tmp_path / 'msvae_log'), eval_samples=24)
+    shutil.rmtree(vae.logdir)  # a run whose events are gone: its time is not recorded
     out = tmp_path / 'out'
     done = compare_command(vae.modeldir, msvae.modeldir, '--labels=VAE,MSVAE', f'--out={out}',
                            '--num_images=5', '--name=side')
@@ -172,15 +175,22 @@ def test_compare_writes_figure_and_table(trained, tmp_path):
     assert pixels[:, :comparison.LABEL_WIDTH].min() < 100  # the labels are drawn
     table = (out / 'side.md').read_text()
     rows = [line.split(' | ')[0] for line in table.splitlines() if line.startswith('| ')]
-    # reconstructions, samples, FID and control tables
-    assert rows.count('| VAE') == 4
+    # reconstructions, samples, training, FID and control tables
+    assert rows.count('| VAE') == 5
     assert rows.count('| MSVAE (stage 1)') == 2 and rows.count('| MSVAE (stage 2)') == 2
-    assert rows.count('| MSVAE') == 2 and sum(r.startswith('| VAE + noise') for r in rows) == 1
+    assert rows.count('| MSVAE') == 3 and sum(r.startswith('| VAE + noise') for r in rows) == 1
     with open(checkpoints.evaluation_path(msvae.modeldir, 10)) as handle:
         saved = json.load(handle)
     psnr = saved['stages'][1]['psnr']
     assert f'| MSVAE (stage 2) | 10 |' in table and f'{psnr:.4f}' in table
     assert f'| MSVAE | {saved["inception"]["samples"]["fid"]:.2f} |' in table
+    assert '| VAE | 10 | not recorded | - |' in table
+    seconds = training_time.training_seconds(training_time.summary_times(msvae.logdir))
+    last = max(seconds)
+    spent = seconds[last] * 10 / last  # step 10, at the run's pace after its last summary
+    timing = [row for row in table.splitlines() if row.startswith('| MSVAE | 10 | ')]
+    assert len(timing) == 1 and f'| {spent / 60:.1f} min |' in timing[0]
+    assert timing[0].endswith(f'| {10 * msvae.batch / spent:.0f} |')
 
 
 def test_compare_refuses_a_folder_without_a_model(tmp_path):

@@ -75,6 +75,21 @@ def markdown(results, labels):
     return '\n'.join(lines) + '\n' + inception_markdown(results, labels)
 
 
+def training_markdown(trainings, labels):
+    """The table of each model's training: its step, the training minutes read from its
+    events and the images/s they give ('not recorded' where its log holds no events).
+    trainings: one dict per model with 'step', 'batch' and 'seconds' (or None)."""
+    lines = ['', 'Training, from each run\'s TensorBoard events (pauses left out).', '',
+             '| model | steps | training time | images/s |', '|---|---|---|---|']
+    for training, label in zip(trainings, labels):
+        seconds = training['seconds']
+        timing = (['not recorded', '-'] if not seconds else
+                  [f'{seconds / 60:.1f} min',
+                   f'{training["step"] * training["batch"] / seconds:.0f}'])
+        lines.append('| ' + ' | '.join([label, str(training['step'])] + timing) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
 def inception_markdown(results, labels):
     """The table of FID, KID, precision and recall of each model's final stage (empty
     when no result holds them: evaluated with --noeval_fid)."""
