@@ -79,6 +79,10 @@ flags.DEFINE_integer('prior_components', 10, '--sample_prior=gmm: components of 
 flags.DEFINE_float('prior_temperature', 1.0, 'predict and evaluate: scale the prior samples\' '
                    'spread about their mean (N(0, I)\'s or the mixture component\'s) by this; '
                    'under 1 trades recall for precision (1 = the prior itself)')
+flags.DEFINE_integer('prior_reencode', 0, 'predict and evaluate: pass each prior sample this '
+                     'many times through stage 1\'s decoder and back through the encoder '
+                     '(z <= the encoder\'s mean of z\'s coarse image), drawing samples toward '
+                     'the training latents (0 = the prior itself)')
 flags.DEFINE_enum('inference_weights', 'average', ['average', 'last'], 'a model trained with '
                   '--ema_decay: the actions other than train use the moving average of its '
                   'weights (average) or the weights of its last step (last, for comparison)')
@@ -202,6 +206,8 @@ def validate(conf):
              f'(default {FLAGS["learning_rate"].default})')
     _require(0 < conf.prior_temperature <= 10, f'--prior_temperature='
              f'{conf.prior_temperature} must be in (0, 10] (1 = the prior itself)')
+    _require(0 <= conf.prior_reencode <= 100, f'--prior_reencode={conf.prior_reencode} must '
+             f'be in [0, 100] (0 = the prior itself)')
     _require(0 <= conf.beta1 < 1, f'--beta1={conf.beta1} must be in [0, 1)')
     _require(conf.kl_warmup_steps >= 0, f'--kl_warmup_steps={conf.kl_warmup_steps} must be 0 '
              f'(no warm-up) or more')

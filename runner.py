@@ -460,13 +460,38 @@ class Runner:
     def prior_z(self, count):
         """The first `count` fixed samples of the prior that --sample_prior names: N(0, I),
         or the Gaussian mixture fitted to the restored step (fitted now when not saved),
-        their spread scaled by --prior_temperature."""
+        their spread scaled by --prior_temperature, then re-encoded --prior_reencode times."""
+        return self.reencoded(self.drawn_prior_z(count), self.conf.prior_reencode)
+
+    def drawn_prior_z(self, count):
+        """prior_z before re-encoding: the prior's own samples."""
         temperature = self.conf.prior_temperature
         if self.conf.sample_prior == 'normal':
             return temperature * self.normal_samples(count)
         if self.mixture is None or self.mixture.step != self.step():
             self.mixture = fitted_prior(self, self.step())
         return latent_prior.sample(self.mixture, self.conf.random_seed, count, temperature)
+
+    def reencoded(self, z, passes):
+        """`z` [n, latent_len] after `passes` trips through the model: each decoded to stage
+        1's image and replaced by the encoder's mean of it. A latent that fell between the
+        training images' posteriors decodes to an image the encoder maps back near them,
+        so the trip draws samples toward the latents the decoder was trained on."""
+        if passes == 0:
+            return z
+        batch = self.conf.batch
+        progress = CountProgress(passes * len(z), f're-encoding {len(z)} prior samples '
+                                                  f'{passes}x')
+        for _ in range(passes):
+            parts = []
+            for start in range(0, len(z), batch):
+                coarse = self.sess.run(self.net.sample_outputs[0],
+                                       {self.net.prior_z: z[start:start + batch]})
+                parts.append(self.encode_batch(coarse)[0])
+                progress.add(len(coarse))
+            z = np.concatenate(parts)
+        progress.finish()
+        return z
 
     def sample(self, count):
         """Every stage's image for the first `count` fixed samples of --sample_prior."""
@@ -779,6 +804,7 @@ def evaluate(runner):
               'test_data': os.path.join(conf.data_dir, conf.test_data),
               'test_images': test_count, 'prior_samples': len(z),
               'sample_prior': prior_name(conf), 'prior_temperature': conf.prior_temperature,
+              'prior_reencode': conf.prior_reencode,
               'inference_weights': (
                   conf.inference_weights if model.ema_decay > 0 else 'last'),
               'random_seed': conf.random_seed}
@@ -806,11 +832,13 @@ def prior_name(conf):
 def evaluation_variant(conf):
     """What sets an evaluation apart from the plain one of its step: '' (N(0, I), the
     model's inference weights), else 'gmmK', 'tT' (--prior_temperature=T other than 1),
-    'last' (a model with averaged weights evaluated with its last step's) or several of
+    'rN' (--prior_reencode=N other than 0), 'last' (a model with averaged weights evaluated with its last step's) or several of
     them, joined by '-'."""
     parts = [] if conf.sample_prior == 'normal' else [prior_name(conf)]
     if conf.prior_temperature != 1:
         parts.append(f't{conf.prior_temperature:g}')
+    if conf.prior_reencode:
+        parts.append(f'r{conf.prior_reencode}')
     if conf.ema_decay > 0 and conf.inference_weights == 'last':
         parts.append('last')
     return '-'.join(parts)

@@ -122,6 +122,36 @@ def test_evaluate_and_predict_sample_the_mixture_fitted_at_the_end_of_training(t
     assert runner.evaluation_variant(normal) == 't0.5'
 
 
+def test_reencoding_trips_each_prior_sample_through_stage_1_and_the_encoder(tiny_conf):
+    conf = tiny_conf(max_step=30)
+    model = runner.Runner(conf)
+    runner.train(model)
+    means = model.training_latent_means()
+    model.close()
+
+    reencoded = conf.replace(action='evaluate', prior_reencode=2)
+    model = runner.Runner(reencoded)
+    model.restore_for('evaluate')
+    drawn = model.drawn_prior_z(20)
+    np.testing.assert_array_equal(drawn, model.normal_samples(20))
+    # two trips computed here from the graph's own endpoints, one sample at a time
+    expected = drawn
+    for _ in range(2):
+        coarse = np.concatenate([model.sample_batch(z[None])[0] for z in expected])
+        expected = np.concatenate([model.encode_batch(image[None])[0] for image in coarse])
+    z = model.prior_z(20)
+    np.testing.assert_allclose(z, expected, atol=1e-5)
+    model.close()
+
+    # the trips end nearer the training latents than N(0, I)'s samples start
+    def nearest_distance(points):
+        return np.sqrt(((points[:, None] - means[None]) ** 2).sum(-1).min(1)).mean()
+    assert nearest_distance(z) < 0.5 * nearest_distance(drawn)
+    assert runner.evaluation_variant(reencoded) == 'r2'
+    assert runner.evaluation_variant(reencoded.replace(sample_prior='gmm',
+                                                       prior_components=3)) == 'gmm3-r2'
+
+
 # ---------------------------------------------------------------- averaged weights
 
 def test_predict_and_evaluate_restore_the_averaged_weights(tiny_conf):

@@ -11,7 +11,8 @@ from utils.run import atomic, checkpoints, config, folder_lock, latent_prior
 from utils.run.errors import UserError
 
 MNIST_FILES = ('mnist_train.h5', 'mnist_valid.h5', 'mnist_test.h5')  # the default split names
-PRIOR_FLAGS = ('sample_prior', 'prior_components', 'prior_temperature')  # taken from the run unless given
+# taken from the run unless given
+PRIOR_FLAGS = ('sample_prior', 'prior_components', 'prior_temperature', 'prior_reencode')
 
 
 def check_writable(**folders):
@@ -157,8 +158,8 @@ def prepare_training(conf):
 def prepare_prediction(conf, given_flags=()):
     """The configuration to predict, reconstruct or evaluate with: conf with the model's
     fields taken from modeldir's flags.json (a differing flag in given_flags gets a
-    note), and its --sample_prior, --prior_components and --prior_temperature unless
-    given_flags has them.
+    note), and its --sample_prior, --prior_components, --prior_temperature and
+    --prior_reencode unless given_flags has them.
     Checks the checkpoint, sampledir and the splits that the action reads."""
     saved = checkpoints.load_config(conf.modeldir)
     if saved is None:
