@@ -142,6 +142,8 @@ CASES = {
                                       '--prior_components=0 must be positive'),
     'prior_temperature_out_of_range': (None, {'prior_temperature': 0},
                                        '--prior_temperature=0.0 must be in (0, 10]'),
+    'prior_reencode_negative': (None, {'prior_reencode': -1},
+                                '--prior_reencode=-1 must be in [0, 100]'),
     'ema_decay_with_cluster': (None, {'ema_decay': 0.99, 'ps_hosts': 'localhost:2222',
                                       'worker_hosts': 'localhost:2223', 'job_name': 'worker'},
                                'with a cluster is not supported'),
