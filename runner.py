@@ -832,8 +832,8 @@ def prior_name(conf):
 def evaluation_variant(conf):
     """What sets an evaluation apart from the plain one of its step: '' (N(0, I), the
     model's inference weights), else 'gmmK', 'tT' (--prior_temperature=T other than 1),
-    'rN' (--prior_reencode=N other than 0), 'last' (a model with averaged weights evaluated with its last step's) or several of
-    them, joined by '-'."""
+    'rN' (--prior_reencode=N other than 0), 'last' (a model with averaged weights
+    evaluated with its last step's) or several of them, joined by '-'."""
     parts = [] if conf.sample_prior == 'normal' else [prior_name(conf)]
     if conf.prior_temperature != 1:
         parts.append(f't{conf.prior_temperature:g}')
