@@ -15,6 +15,12 @@ from utils.data.hdf5_writer import write_images  # noqa: E402
 tf_setup.setup()  # graph mode, as main.py runs
 
 
+def pytest_configure(config):
+    """The marker of the tests that run alone: -m serial after -n 2 -m 'not serial'."""
+    config.addinivalue_line('markers', 'serial: timing-sensitive; run outside the parallel '
+                                       'part of the suite')
+
+
 @pytest.fixture(scope='session', autouse=True)
 def fid_cache(tmp_path_factory):
     """Converted Inception weights and reference features go to a folder of this test

@@ -20,6 +20,10 @@ from conftest import ROOT, TINY
 from utils.run import cluster
 from utils.run.errors import UserError
 
+# timing-sensitive (kill at random moments, local ports, deadlines): the suite runs
+# these alone, after the parallel part (README "Two commands")
+pytestmark = pytest.mark.serial
+
 PROCESS_TIMEOUT_S = 600  # no process of a test may run longer (a generous cap: a loaded machine)
 STEPS_LINE = re.compile(r'ran (\d+) training steps of its own; global step (\d+)')
 

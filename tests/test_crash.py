@@ -16,6 +16,10 @@ import tensorflow as tf
 from conftest import ROOT, TINY
 from utils.run import checkpoints
 
+# timing-sensitive (kill at random moments, local ports, deadlines): the suite runs
+# these alone, after the parallel part (README "Two commands")
+pytestmark = pytest.mark.serial
+
 
 def main_args(tiny_data, tmp_path, **overrides):
     values = dict(TINY, data_dir=str(tiny_data), modeldir=str(tmp_path / 'model'),
