@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 # run flags that must be whole numbers > 0 (the model's own are checked by ModelConfig)
 POSITIVE = ('max_step', 'test_step', 'save_step', 'summary_step', 'batch', 'keep_checkpoints',
             'valid_images', 'num_samples', 'eval_samples', 'interpolation_pairs',
-            'prior_components')
+            'prior_components', 'prior_vae_width', 'prior_vae_steps')
 
 # ---- training
 flags.DEFINE_integer('max_step', 5000, 'train until this global step')
@@ -71,11 +71,16 @@ flags.DEFINE_string('export_dir', '', '--action=export: the new folder of the in
                     'model (weights and batch-norm averages, no optimizer state)')
 flags.DEFINE_integer('eval_samples', 10000, '--action=evaluate: prior samples drawn, and test '
                      'images used (at most this many)')
-flags.DEFINE_enum('sample_prior', 'normal', ['normal', 'gmm'], 'where predict and evaluate '
-                  'draw z: normal = N(0, I); gmm = a Gaussian mixture fitted to the training '
+flags.DEFINE_enum('sample_prior', 'normal', ['normal', 'gmm', 'vae'], 'where predict and '
+                  'evaluate draw z: normal = N(0, I); gmm = a Gaussian mixture, vae = a second '
+                  'small VAE in latent space (the Two-Stage VAE), fitted to the training '
                   'images\' latent means (at the end of training, by --action=fit_prior, or '
-                  'when first needed), saved as modeldir/prior-STEP-gmmK.npz')
+                  'when first needed), saved as modeldir/prior-STEP-gmmK.npz or -vaeWxS.npz')
 flags.DEFINE_integer('prior_components', 10, '--sample_prior=gmm: components of the mixture')
+flags.DEFINE_integer('prior_vae_width', 512, '--sample_prior=vae: units of each of the latent '
+                     'VAE\'s hidden layers (two in its encoder, two in its decoder)')
+flags.DEFINE_integer('prior_vae_steps', 20000, '--sample_prior=vae: training steps of the '
+                     'latent VAE (256 latents each, Adam, cosine-decayed rate)')
 flags.DEFINE_float('prior_temperature', 1.0, 'predict and evaluate: scale the prior samples\' '
                    'spread about their mean (N(0, I)\'s or the mixture component\'s) by this; '
                    'under 1 trades recall for precision (1 = the prior itself)')

@@ -28,7 +28,8 @@ import ops
 import towers
 from utils.data import hdf5_images
 from utils.evaluation import feature_metrics, measure
-from utils.run import atomic, checkpoints, config, errors, images, latent_prior
+from utils.run import (atomic, checkpoints, config, errors, images, latent_prior, latent_vae,
+                       priors)
 from utils.run.cluster import worker_seed
 from utils.run.errors import UserError
 from utils.run.progress import CountProgress, TrainingProgress
@@ -221,7 +222,7 @@ class Runner:
         self.session_config = session_config(conf)
         self.sess = None if replicas else tf1.Session(graph=self.graph,
                                                       config=self.session_config)
-        self.mixture = None  # the fitted prior of the restored step (--sample_prior=gmm)
+        self.fitted = None  # the fitted prior of the restored step (gmm or vae)
 
     def _add_run_ops(self):
         net = self.net
@@ -459,7 +460,8 @@ class Runner:
 
     def prior_z(self, count):
         """The first `count` fixed samples of the prior that --sample_prior names: N(0, I),
-        or the Gaussian mixture fitted to the restored step (fitted now when not saved),
+        or the Gaussian mixture or latent VAE fitted to the restored step (fitted now when
+        not saved),
         their spread scaled by --prior_temperature, then re-encoded --prior_reencode times."""
         return self.reencoded(self.drawn_prior_z(count), self.conf.prior_reencode)
 
@@ -468,9 +470,10 @@ class Runner:
         temperature = self.conf.prior_temperature
         if self.conf.sample_prior == 'normal':
             return temperature * self.normal_samples(count)
-        if self.mixture is None or self.mixture.step != self.step():
-            self.mixture = fitted_prior(self, self.step())
-        return latent_prior.sample(self.mixture, self.conf.random_seed, count, temperature)
+        if self.fitted is None or self.fitted.step != self.step():
+            self.fitted = fitted_prior(self, self.step())
+        return priors.module(self.conf).sample(self.fitted, self.conf.random_seed, count,
+                                              temperature)
 
     def reencoded(self, z, passes):
         """`z` [n, latent_len] after `passes` trips through the model: each decoded to stage
@@ -532,24 +535,40 @@ class Runner:
         self.sess.close()
 
 
-def fitted_prior(runner, step):
-    """The Gaussian mixture of checkpoint `step` (latent_prior.prior_path): loaded when
-    saved, else fitted to the training images' latent means and saved beside the
-    checkpoint (a read-only modeldir gets a note, and the mixture is used unsaved)."""
-    conf = runner.conf
-    path = latent_prior.prior_path(conf.modeldir, step, conf.prior_components)
-    if os.path.exists(path):
-        return latent_prior.load(path, runner.model.latent_len)
+def new_prior(runner, conf, step):
+    """The prior of conf.sample_prior ('gmm' or 'vae') fitted now to the training images'
+    latent means under the restored checkpoint `step`."""
     means = runner.training_latent_means()
-    print(f'fitting a {conf.prior_components}-component Gaussian mixture to the latent '
-          f'means of {len(means)} training images (step {step})')
-    mixture = latent_prior.fit(means, conf.prior_components, conf.random_seed, step)
+    if conf.sample_prior == 'gmm':
+        print(f'fitting a {conf.prior_components}-component Gaussian mixture to the latent '
+              f'means of {len(means)} training images (step {step})')
+        return latent_prior.fit(means, conf.prior_components, conf.random_seed, step)
+    print(f'training a latent VAE of {conf.prior_vae_width} units for '
+          f'{conf.prior_vae_steps} steps on the latent means of {len(means)} training '
+          f'images (step {step})')
+    progress = CountProgress(conf.prior_vae_steps * latent_vae.BATCH, 'latent VAE: latents')
+    prior = latent_vae.fit(means, conf.prior_vae_width, conf.prior_vae_steps,
+                           conf.random_seed, step, progress)
+    progress.finish()
+    return prior
+
+
+def fitted_prior(runner, step):
+    """The fitted prior (a Gaussian mixture or a latent VAE) of checkpoint `step`
+    (priors.path): loaded when saved, else fitted to the training images' latent means
+    and saved beside the checkpoint (a read-only modeldir gets a note, and the prior is
+    used unsaved)."""
+    conf = runner.conf
+    path = priors.path(conf, step)
+    if os.path.exists(path):
+        return priors.module(conf).load(path, runner.model.latent_len)
+    prior = new_prior(runner, conf, step)
     try:
-        latent_prior.save(path, mixture)
+        priors.module(conf).save(path, prior)
     except OSError as err:
-        print(f'note: could not write {path} ({err.strerror or err}); the mixture is used '
+        print(f'note: could not write {path} ({err.strerror or err}); the prior is used '
               f'without being saved and is fitted again next time')
-    return mixture
+    return prior
 
 
 # ---------------------------------------------------------------- periodic tasks
@@ -696,27 +715,29 @@ def train(runner):
     print(f'trained {conf.max_step - start} steps in {seconds:.0f} s '
           f'({(conf.max_step - start) * conf.batch / seconds:.0f} images/s); '
           f'last checkpoint {prefix}')
-    if conf.sample_prior == 'gmm':  # the prior that predict and evaluate will sample
+    if conf.sample_prior != 'normal':  # the prior that predict and evaluate will sample
         fitted_prior(runner, step)
     return conf.max_step
 
 
 def fit_prior(runner):
-    """Fits the Gaussian mixture of --prior_components to the training images' latent
-    means under predict_step (the latest when <= 0) and saves it beside the checkpoint,
-    replacing an earlier fit; predict and evaluate with --sample_prior=gmm sample it."""
+    """Fits the prior of --sample_prior (the Gaussian mixture of --prior_components, also
+    for normal, or the latent VAE with --sample_prior=vae) to the training images' latent means under
+    predict_step (the latest when <= 0) and saves it beside the checkpoint, replacing an
+    earlier fit; predict and evaluate with the same --sample_prior sample it."""
     conf = runner.conf
+    if conf.sample_prior == 'normal':  # N(0, I) has nothing to fit: the mixture, then
+        conf = conf.replace(sample_prior='gmm')
     step = runner.restore_for('fit_prior')
-    path = latent_prior.prior_path(conf.modeldir, step, conf.prior_components)
-    means = runner.training_latent_means()
-    mixture = latent_prior.fit(means, conf.prior_components, conf.random_seed, step)
+    path = priors.path(conf, step)
+    prior = new_prior(runner, conf, step)
     try:
-        latent_prior.save(path, mixture)
+        priors.module(conf).save(path, prior)
     except OSError as err:
         raise UserError(f'could not write {path} ({err.strerror or err}): make '
                         f'{conf.modeldir} writable or free disk space') from None
-    print(f'fitted a {conf.prior_components}-component Gaussian mixture to the latent means '
-          f'of {len(means)} training images under step {step}; wrote {path}')
+    print(f'fitted the {prior_name(conf)} prior to the latent means of {prior.images} '
+          f'training images under step {step}; wrote {path}')
     return path
 
 
@@ -825,13 +846,13 @@ def evaluate(runner):
 
 
 def prior_name(conf):
-    """'normal', or 'gmmK' for the fitted mixture of K components."""
-    return 'normal' if conf.sample_prior == 'normal' else f'gmm{conf.prior_components}'
+    """The prior's name in evaluations: priors.name."""
+    return priors.name(conf)
 
 
 def evaluation_variant(conf):
     """What sets an evaluation apart from the plain one of its step: '' (N(0, I), the
-    model's inference weights), else 'gmmK', 'tT' (--prior_temperature=T other than 1),
+    model's inference weights), else 'gmmK' or 'vaeWxS', 'tT' (--prior_temperature=T other than 1),
     'rN' (--prior_reencode=N other than 0), 'last' (a model with averaged weights
     evaluated with its last step's) or several of them, joined by '-'."""
     parts = [] if conf.sample_prior == 'normal' else [prior_name(conf)]

@@ -39,6 +39,11 @@ def damaged_prior(root):
     garbage(str(root / 'model' / 'prior-10-gmm2.npz'))
 
 
+def damaged_vae_prior(root):
+    """A latent-VAE prior file of the trained model's last step that is not an .npz."""
+    garbage(str(root / 'model' / 'prior-10-vae8x5.npz'))
+
+
 def train_file(make):
     """Setup that replaces data/train.h5 with make(path)."""
     return lambda root: make(str(root / 'data' / 'train.h5'))
@@ -140,6 +145,10 @@ CASES = {
     'kl_warmup_negative': (None, {'kl_warmup_steps': -5}, '--kl_warmup_steps=-5 must be 0'),
     'prior_components_not_positive': (None, {'prior_components': 0},
                                       '--prior_components=0 must be positive'),
+    'prior_vae_width_not_positive': (None, {'prior_vae_width': 0},
+                                     '--prior_vae_width=0 must be positive'),
+    'prior_vae_steps_not_positive': (None, {'prior_vae_steps': 0},
+                                     '--prior_vae_steps=0 must be positive'),
     'prior_temperature_out_of_range': (None, {'prior_temperature': 0},
                                        '--prior_temperature=0.0 must be in (0, 10]'),
     'prior_reencode_negative': (None, {'prior_reencode': -1},
@@ -152,6 +161,11 @@ CASES = {
     'gmm_prior_damaged': (('trained', damaged_prior), {'action': 'predict',
                                                        'sample_prior': 'gmm',
                                                        'prior_components': 2}, 'is damaged'),
+    'vae_prior_damaged': (('trained', damaged_vae_prior), {'action': 'predict',
+                                                          'sample_prior': 'vae',
+                                                          'prior_vae_width': 8,
+                                                          'prior_vae_steps': 5},
+                          'is damaged (not an .npz of the latent VAE'),
     'gmm_prior_too_many_components': ('trained', {'action': 'fit_prior',
                                                   'prior_components': 500},
                                       'cannot fit a mixture of --prior_components=500'),

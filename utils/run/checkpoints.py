@@ -13,7 +13,7 @@ CONFIG_FILE = 'flags.json'  # the flags of the run, written beside its checkpoin
 STATE_FILE = 'checkpoint'  # TensorFlow's checkpoint state (tf.train.latest_checkpoint)
 PARTIAL = '.partial-'  # name prefix of a checkpoint while it is being written
 EVALUATION = 'evaluation-{step}.json'  # --action=evaluate's metrics of checkpoint STEP
-PRIORS = 'prior-{step}-gmm*.npz'  # the Gaussian mixtures fitted to checkpoint STEP
+PRIORS = 'prior-{step}-*.npz'  # the priors (mixtures, latent VAEs) fitted to checkpoint STEP
 
 
 def checkpoint_prefix(modeldir, model_name, step):

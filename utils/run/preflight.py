@@ -7,12 +7,13 @@ import os
 import tempfile
 
 from utils.data import hdf5_images, mnist, prepare_data
-from utils.run import atomic, checkpoints, config, folder_lock, latent_prior
+from utils.run import atomic, checkpoints, config, folder_lock, priors
 from utils.run.errors import UserError
 
 MNIST_FILES = ('mnist_train.h5', 'mnist_valid.h5', 'mnist_test.h5')  # the default split names
 # taken from the run unless given
-PRIOR_FLAGS = ('sample_prior', 'prior_components', 'prior_temperature', 'prior_reencode')
+PRIOR_FLAGS = ('sample_prior', 'prior_components', 'prior_vae_width', 'prior_vae_steps',
+               'prior_temperature', 'prior_reencode')
 
 
 def check_writable(**folders):
@@ -128,8 +129,9 @@ def check_training_data(conf):
 
 def check_prior_components(conf, count):
     """The Gaussian mixture that --sample_prior=gmm fits has no more components than
-    the `count` training images it is fitted to."""
-    if count < conf.prior_components:
+    the `count` training images it is fitted to (the latent VAE needs only the batch of
+    images that training does)."""
+    if conf.sample_prior != 'vae' and count < conf.prior_components:
         raise UserError(f'{count} training images cannot fit a mixture of '
                         f'--prior_components={conf.prior_components}: lower it to {count} '
                         f'or less')
@@ -201,14 +203,13 @@ def prepare_prediction(conf, given_flags=()):
 
 
 def needs_prior_fit(conf):
-    """Whether the action samples a Gaussian mixture that is not saved yet for the step it
-    loads (it is then fitted on the training split)."""
-    if conf.sample_prior != 'gmm' or conf.action not in ('predict', 'evaluate'):
+    """Whether the action samples a fitted prior (a Gaussian mixture or a latent VAE) that
+    is not saved yet for the step it loads (it is then fitted on the training split)."""
+    if conf.sample_prior not in priors.FITTED or conf.action not in ('predict', 'evaluate'):
         return False
     steps = checkpoints.saved_steps(conf.modeldir, conf.model_name)
     step = conf.predict_step if conf.predict_step > 0 else steps[-1]
-    return not os.path.exists(latent_prior.prior_path(conf.modeldir, step,
-                                                      conf.prior_components))
+    return not os.path.exists(priors.path(conf, step))
 
 
 def check_split(conf, split):
