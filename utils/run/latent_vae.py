@@ -49,13 +49,20 @@ def prior_path(modeldir, step, width, steps):
 
 def _mlp(tf1, inputs, width, outputs, scope):
     """DEPTH ReLU layers of `width`, then a linear layer of `outputs`: [b, in] => [b, out]."""
-    import ops
-
     hidden = inputs
     with tf1.variable_scope(scope):
         for index in range(DEPTH):
-            hidden = tf1.nn.relu(ops.dense(hidden, width, f'hidden{index}'))
-        return ops.dense(hidden, outputs, 'out')
+            hidden = tf1.nn.relu(_dense(tf1, hidden, width, f'hidden{index}'))
+        return _dense(tf1, hidden, outputs, 'out')
+
+
+def _dense(tf1, inputs, units, scope):
+    """[b, in] => [b, units]: He-initialized kernel (for the ReLUs), zero bias."""
+    with tf1.variable_scope(scope):
+        kernel = tf1.get_variable('kernel', [inputs.shape[-1], units], initializer=(
+            tf1.variance_scaling_initializer(scale=2.0, mode='fan_in')))
+        bias = tf1.get_variable('bias', [units], initializer=tf1.zeros_initializer())
+        return tf1.matmul(inputs, kernel) + bias
 
 
 def _training_graph(tf1, latent_len, width, steps):
