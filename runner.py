@@ -546,7 +546,8 @@ def new_prior(runner, conf, step):
     print(f'training a latent VAE of {conf.prior_vae_width} units for '
           f'{conf.prior_vae_steps} steps on the latent means of {len(means)} training '
           f'images (step {step})')
-    progress = CountProgress(conf.prior_vae_steps * latent_vae.BATCH, 'latent VAE: latents')
+    progress = CountProgress(conf.prior_vae_steps * latent_vae.BATCH, 'latent VAE training',
+                             unit='latent')
     prior = latent_vae.fit(means, conf.prior_vae_width, conf.prior_vae_steps,
                            conf.random_seed, step, progress)
     progress.finish()

@@ -70,16 +70,16 @@ class TrainingProgress:
 
 
 class CountProgress:
-    """A progress bar over a count of images (evaluation, feature extraction) with
-    images/s and time left; in a log file one line every QUIET_INTERVAL_S seconds."""
+    """A progress bar over a count of images (evaluation, feature extraction) or of other
+    `unit`s, with their rate and the time left; in a log file one line every QUIET_INTERVAL_S seconds."""
 
-    def __init__(self, total, label):
+    def __init__(self, total, label, unit='img'):
         self.total = total
         self.done = 0
         self._interactive = sys.stderr.isatty()
         self._last_draw = -float('inf')
         widgets = [f'{label} ', progressbar.SimpleProgress(), ' ', progressbar.Bar(), ' ',
-                   progressbar.FileTransferSpeed(unit='img'), ' ', progressbar.AdaptiveETA()]
+                   progressbar.FileTransferSpeed(unit=unit), ' ', progressbar.AdaptiveETA()]
         self.bar = progressbar.ProgressBar(max_value=total, widgets=widgets)
         self.bar.start()
 
