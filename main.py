@@ -71,11 +71,13 @@ flags.DEFINE_string('export_dir', '', '--action=export: the new folder of the in
                     'model (weights and batch-norm averages, no optimizer state)')
 flags.DEFINE_integer('eval_samples', 10000, '--action=evaluate: prior samples drawn, and test '
                      'images used (at most this many)')
-flags.DEFINE_enum('sample_prior', 'normal', ['normal', 'gmm', 'vae'], 'where predict and '
-                  'evaluate draw z: normal = N(0, I); gmm = a Gaussian mixture, vae = a second '
-                  'small VAE in latent space (the Two-Stage VAE), fitted to the training '
-                  'images\' latent means (at the end of training, by --action=fit_prior, or '
-                  'when first needed), saved as modeldir/prior-STEP-gmmK.npz or -vaeWxS.npz')
+flags.DEFINE_enum('sample_prior', 'normal', ['normal', 'gmm', 'vae', 'posterior'], 'where '
+                  'predict and evaluate draw z: normal = N(0, I); gmm = a Gaussian mixture, vae '
+                  '= a second small VAE in latent space (the Two-Stage VAE), fitted to the '
+                  'training images\' latent means (at the end of training, by '
+                  '--action=fit_prior, or when first needed), saved as '
+                  'modeldir/prior-STEP-gmmK.npz or -vaeWxS.npz; posterior = those latent means '
+                  'themselves, drawn at random (a diagnostic: what a perfect fit would give)')
 flags.DEFINE_integer('prior_components', 10, '--sample_prior=gmm: components of the mixture')
 flags.DEFINE_integer('prior_vae_width', 512, '--sample_prior=vae: units of each of the latent '
                      'VAE\'s hidden layers (two in its encoder, two in its decoder)')

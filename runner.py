@@ -39,6 +39,7 @@ tf1 = tf.compat.v1
 
 GRID_IMAGES = 16  # images per TensorBoard grid and per training sample PNG
 PRIOR_STREAM = 7919  # seeds the fixed prior samples apart from other seeded draws
+POSTERIOR_STREAM = 15485863  # seeds the order of --sample_prior=posterior's training latents
 VANISHED = object()  # a checkpoint deleted while it was read (a training pruned it)
 RESTORE_TRIES = 5  # passes over the checkpoints when they keep vanishing under a reader
 
@@ -81,6 +82,16 @@ def prior_samples(seed, count, latent_len):
     """A fixed batch of z ~ N(0, I): the same (seed, count) gives the same samples."""
     rng = np.random.default_rng([seed, PRIOR_STREAM])
     return rng.standard_normal((count, latent_len)).astype(np.float32)
+
+
+def training_latent_draw(means, seed, count, temperature=1.0):
+    """`count` of the training images' latent means [N, L] in a seeded order without
+    repeats (cycling when count > N), their spread about the means' mean scaled by
+    `temperature`: --sample_prior=posterior, a prior that copies the training latents
+    (what a perfect fit of them would give)."""
+    order = np.random.default_rng([seed, POSTERIOR_STREAM]).permutation(len(means))
+    centre = means.mean(0)
+    return (centre + temperature * (means[np.resize(order, count)] - centre)).astype(np.float32)
 
 
 def build_options(conf):
@@ -470,6 +481,9 @@ class Runner:
         temperature = self.conf.prior_temperature
         if self.conf.sample_prior == 'normal':
             return temperature * self.normal_samples(count)
+        if self.conf.sample_prior == 'posterior':
+            return training_latent_draw(self.training_latent_means(), self.conf.random_seed,
+                                        count, temperature)
         if self.fitted is None or self.fitted.step != self.step():
             self.fitted = fitted_prior(self, self.step())
         return priors.module(self.conf).sample(self.fitted, self.conf.random_seed, count,
@@ -716,18 +730,18 @@ def train(runner):
     print(f'trained {conf.max_step - start} steps in {seconds:.0f} s '
           f'({(conf.max_step - start) * conf.batch / seconds:.0f} images/s); '
           f'last checkpoint {prefix}')
-    if conf.sample_prior != 'normal':  # the prior that predict and evaluate will sample
+    if conf.sample_prior in priors.FITTED:  # the prior that predict and evaluate will sample
         fitted_prior(runner, step)
     return conf.max_step
 
 
 def fit_prior(runner):
     """Fits the prior of --sample_prior (the Gaussian mixture of --prior_components, also
-    for normal, or the latent VAE with --sample_prior=vae) to the training images' latent means under
+    for normal and posterior, or the latent VAE with --sample_prior=vae) to the training images' latent means under
     predict_step (the latest when <= 0) and saves it beside the checkpoint, replacing an
     earlier fit; predict and evaluate with the same --sample_prior sample it."""
     conf = runner.conf
-    if conf.sample_prior == 'normal':  # N(0, I) has nothing to fit: the mixture, then
+    if conf.sample_prior not in priors.FITTED:  # nothing to fit: the mixture, then
         conf = conf.replace(sample_prior='gmm')
     step = runner.restore_for('fit_prior')
     path = priors.path(conf, step)

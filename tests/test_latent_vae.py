@@ -1,6 +1,6 @@
 """--sample_prior=vae: a second VAE in latent space (the Two-Stage VAE's second stage),
 fitted to the training latents, saved beside the checkpoint and sampled by predict and
-evaluate."""
+evaluate; and --sample_prior=posterior, the training latents themselves."""
 import os
 
 import numpy as np
@@ -132,3 +132,22 @@ def test_fit_prior_trains_the_latent_vae_again_and_replaces_the_file(tiny_conf):
     assert os.path.basename(wider) == 'prior-10-vae12x20.npz' and os.path.exists(path)
     assert latent_vae.load(wider, conf.latent_len).layers[0][0].shape == (4, 12)
     assert first.layers[0][0].shape == (4, 8)
+
+
+def test_the_posterior_prior_draws_the_training_latents_themselves(tiny_conf):
+    conf = tiny_conf(max_step=10)
+    assert main.run(conf) == 10
+    model = runner.Runner(conf.replace(action='evaluate', sample_prior='posterior'))
+    model.restore_for('evaluate')
+    means = model.training_latent_means()
+    z = model.prior_z(200)  # more than the 96 training images: the order cycles
+    model.close()
+    rows = [np.flatnonzero((np.abs(means - sample) < 1e-6).all(1)) for sample in z]
+    assert all(len(found) == 1 for found in rows)  # each sample is one training latent
+    order = [found[0] for found in rows]
+    assert sorted(order[:96]) == list(range(96))  # each once before any repeats
+    assert order[96:192] == order[:96] and order[:96] != list(range(96))
+    cooled = runner.training_latent_draw(means, conf.random_seed, 50, temperature=0.5)
+    np.testing.assert_allclose(cooled, means.mean(0) + 0.5 * (z[:50] - means.mean(0)),
+                               atol=1e-6)
+    assert runner.evaluation_variant(conf.replace(sample_prior='posterior')) == 'posterior'

@@ -197,6 +197,8 @@ def prepare_prediction(conf, given_flags=()):
         check_split(conf, conf.encode_split)
     if conf.action == 'fit_prior' or needs_prior_fit(conf):
         check_prior_components(conf, check_split(conf, 'train'))
+    elif conf.sample_prior == 'posterior' and conf.action in ('predict', 'evaluate'):
+        check_split(conf, 'train')  # its latents are the prior
     if conf.action == 'export':
         check_export_dir(conf)
     return conf

@@ -21,10 +21,10 @@ def path(conf, step):
 
 
 def name(conf):
-    """'normal', 'gmmK' for the fitted mixture of K components, or 'vaeWxS' for the
-    latent VAE of W units trained S steps."""
+    """'normal', 'posterior' (the training latents themselves), 'gmmK' for the fitted
+    mixture of K components, or 'vaeWxS' for the latent VAE of W units trained S steps."""
     if conf.sample_prior == 'gmm':
         return f'gmm{conf.prior_components}'
     if conf.sample_prior == 'vae':
         return latent_vae.name(conf.prior_vae_width, conf.prior_vae_steps)
-    return 'normal'
+    return conf.sample_prior
