@@ -471,9 +471,9 @@ class Runner:
 
     def prior_z(self, count):
         """The first `count` fixed samples of the prior that --sample_prior names: N(0, I),
-        or the Gaussian mixture or latent VAE fitted to the restored step (fitted now when
-        not saved),
-        their spread scaled by --prior_temperature, then re-encoded --prior_reencode times."""
+        the training latents themselves, or the Gaussian mixture or latent VAE fitted to
+        the restored step (fitted now when not saved), their spread scaled by
+        --prior_temperature, then re-encoded --prior_reencode times."""
         return self.reencoded(self.drawn_prior_z(count), self.conf.prior_reencode)
 
     def drawn_prior_z(self, count):
@@ -737,9 +737,10 @@ def train(runner):
 
 def fit_prior(runner):
     """Fits the prior of --sample_prior (the Gaussian mixture of --prior_components, also
-    for normal and posterior, or the latent VAE with --sample_prior=vae) to the training images' latent means under
-    predict_step (the latest when <= 0) and saves it beside the checkpoint, replacing an
-    earlier fit; predict and evaluate with the same --sample_prior sample it."""
+    for normal and posterior, or the latent VAE with --sample_prior=vae) to the training
+    images' latent means under predict_step (the latest when <= 0) and saves it beside
+    the checkpoint, replacing an earlier fit; predict and evaluate with the same
+    --sample_prior sample it."""
     conf = runner.conf
     if conf.sample_prior not in priors.FITTED:  # nothing to fit: the mixture, then
         conf = conf.replace(sample_prior='gmm')
