@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The best recipe's ablation on the bundled MNIST: configs/mnist_best.flags trained at one
 # common, shorter budget with each lever removed (or, for stage 2's gradient L1, which
-# the recipe leaves out, added; and a 32-d latent instead of 16) in turn, then every run
+# the recipe leaves out, added; and a 16-d latent instead of 32) in turn, then every run
 # evaluated alike and the table written to OUT/best_recipe_ablation.md.
 #
 #   bash experiments/ablation.sh                     # 2,000 steps, 5,000 samples each
 #   STEPS=20000 SAMPLES=10000 bash experiments/ablation.sh   # the recipe's own budget
 #
 # The averaged weights and the mixture prior act at inference only: their rows evaluate
-# the full recipe's run with --inference_weights=last and --sample_prior=normal. Run again,
+# the full recipe's run with --inference_weights=last, --prior_components=10 and
+# --sample_prior=normal. The variants are named for the flag file's 200 components. Run again,
 # the script resumes a stopped training (a finished one is skipped by main.py) and skips
 # the evaluations already written.
 set -euo pipefail
@@ -25,7 +26,7 @@ declare -A REMOVED=(  # run name => the flag that takes its lever out of (or int
   [no_cosine]='--lr_schedule=constant'
   [no_learned_sigma]='--nolearn_sigma'
   [gradient_loss]='--refine_gradient_weight=0.5'
-  [latent32]='--latent_len=32'
+  [latent16]='--latent_len=16'
 )
 
 evaluate() {  # run name, evaluation variant (runner.evaluation_variant), its flags
@@ -40,15 +41,15 @@ evaluate() {  # run name, evaluation variant (runner.evaluation_variant), its fl
     --noeval_fid_reconstructions "$@"
 }
 
-# the latent size first: it is the lever not measured before
-for name in latent32 recipe no_cosine no_learned_sigma no_capacity gradient_loss; do
+for name in recipe latent16 no_cosine no_learned_sigma no_capacity gradient_loss; do
   common=(--flagfile=configs/mnist_best.flags ${REMOVED[$name]} --modeldir="$ROOT/$name/model"
           --logdir="$ROOT/$name/log" --sampledir="$ROOT/$name/samples")
   echo "== $name: training $STEPS steps ${REMOVED[$name]}"
   "$PYTHON" main.py "${common[@]}" --max_step="$STEPS" --save_step="$STEPS"
-  evaluate "$name" gmm10
+  evaluate "$name" gmm200
   if [ "$name" = recipe ]; then
-    evaluate "$name" gmm10-last --inference_weights=last
+    evaluate "$name" gmm200-last --inference_weights=last
+    evaluate "$name" gmm10 --prior_components=10
     evaluate "$name" '' --sample_prior=normal
   fi
 done

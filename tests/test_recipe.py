@@ -370,7 +370,7 @@ def test_predict_samples_the_prior_the_run_was_trained_for_unless_told(tiny_conf
 
 def test_the_recipe_flag_file_trains_evaluates_and_predicts_on_other_data(tmp_path):
     """configs/mnist_best.flags as it is, on colour images of another size (only the data
-    flags and the budget changed): training fits the 10-component mixture, evaluate and
+    flags and the budget changed): training fits the 200-component mixture, evaluate and
     predict sample it, and every output has the new shape."""
     import json
     import main
@@ -380,7 +380,8 @@ def test_the_recipe_flag_file_trains_evaluates_and_predicts_on_other_data(tmp_pa
     from PIL import Image
 
     data = tmp_path / 'data'
-    for name, count, seed in (('train', 96, 1), ('valid', 16, 2), ('test', 32, 3)):
+    # the recipe's mixture of 200 components needs 200 training images or more
+    for name, count, seed in (('train', 240, 1), ('valid', 16, 2), ('test', 32, 3)):
         write_images(str(data / f'{name}.h5'), blob_images(count, 20, 24, 3, seed=seed))
     main.FLAGS.unparse_flags()
     try:
@@ -388,7 +389,8 @@ def test_the_recipe_flag_file_trains_evaluates_and_predicts_on_other_data(tmp_pa
         recipe = main.config_from_flags()
     finally:
         main.FLAGS.unparse_flags()
-    assert (recipe.start_channel_num, recipe.sample_prior, recipe.prior_components) == (32, 'gmm', 10)
+    assert (recipe.start_channel_num, recipe.latent_len, recipe.sample_prior,
+            recipe.prior_components) == (32, 32, 'gmm', 200)
     conf = recipe.replace(
         data_dir=str(data), train_data='train.h5', valid_data='valid.h5', test_data='test.h5',
         height=20, width=24, channel=3, batch=16, max_step=6, save_step=3, test_step=3,
@@ -396,19 +398,19 @@ def test_the_recipe_flag_file_trains_evaluates_and_predicts_on_other_data(tmp_pa
         modeldir=str(tmp_path / 'model'), logdir=str(tmp_path / 'log'),
         sampledir=str(tmp_path / 'samples'))
     assert main.run(conf) == 6
-    prior = latent_prior.load(latent_prior.prior_path(conf.modeldir, 6, 10), 16)
-    assert prior.images == 96 and np.isclose(prior.weights.sum(), 1)
+    prior = latent_prior.load(latent_prior.prior_path(conf.modeldir, 6, 200), 32)
+    assert prior.images == 240 and np.isclose(prior.weights.sum(), 1)
 
     main.run(conf.replace(action='evaluate'))
-    with open(os.path.join(conf.modeldir, 'evaluation-6-gmm10.json')) as handle:
+    with open(os.path.join(conf.modeldir, 'evaluation-6-gmm200.json')) as handle:
         result = json.load(handle)
-    assert result['sample_prior'] == 'gmm10' and result['inference_weights'] == 'average'
+    assert result['sample_prior'] == 'gmm200' and result['inference_weights'] == 'average'
     assert [stage['size'] for stage in result['stages']] == [[20, 24], [20, 24]]
     for stage in result['stages']:
         assert np.isfinite(stage['psnr']) and stage['samples']['laplacian_variance'] > 0
 
     folder = main.run(conf.replace(action='predict'))
-    assert os.path.basename(folder) == 'predict_step_6_gmm10'
+    assert os.path.basename(folder) == 'predict_step_6_gmm200'
     samples = sorted(name for name in os.listdir(folder) if name.startswith('sample_'))
     assert len(samples) == 4
     with Image.open(os.path.join(folder, samples[0])) as image:

@@ -94,9 +94,9 @@ def test_the_report_writes_a_table_and_a_figure_of_the_evaluations(tmp_path):
 
 def test_the_ablation_table_has_a_row_per_lever_and_says_which_were_not_run(tmp_path):
     root, data = tmp_path / 'ablation', tmp_path / 'data'
-    fake_run(root / 'recipe', data, [(2000, 'gmm10', 9.5), (2000, 'gmm10-last', 11.0),
-                                     (2000, '', 20.25)])
-    fake_run(root / 'no_cosine', data, [(1000, 'gmm10', 14.0), (2000, 'gmm10', 12.75)])
+    fake_run(root / 'recipe', data, [(2000, 'gmm200', 9.5), (2000, 'gmm200-last', 11.0),
+                                     (2000, 'gmm10', 10.5), (2000, '', 20.25)])
+    fake_run(root / 'no_cosine', data, [(1000, 'gmm200', 14.0), (2000, 'gmm200', 12.75)])
     report(f'--ablation={root}', f'--out={tmp_path}', '--name=r')
     table = (tmp_path / 'r_ablation.md').read_text()
     rows = {line.split(' | ')[0][2:]: line.split(' | ')[1:4]
@@ -104,7 +104,8 @@ def test_the_ablation_table_has_a_row_per_lever_and_says_which_were_not_run(tmp_
     assert rows['nothing: the full recipe'] == ['2000', '10.0 min', '9.50']
     assert rows['cosine schedule (constant rate)'] == ['2000', '10.0 min', '12.75']  # last step
     assert rows["averaged weights (the last step's)"] == ['2000', '10.0 min', '11.00']
+    assert rows['200 components (10)'] == ['2000', '10.0 min', '10.50']
     assert rows['mixture prior (N(0, I) samples)'] == ['2000', '10.0 min', '20.25']
     assert rows['capacity (16 channels first)'][0] == 'not run'
-    assert rows['a 16-d latent (added: 32-d)'][0] == 'not run'
-    assert len(rows) == 1 + 8  # the header and one row per lever
+    assert rows['the 32-d latent (16-d)'][0] == 'not run'
+    assert len(rows) == 1 + 9  # the header and one row per lever
