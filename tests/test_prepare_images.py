@@ -196,6 +196,7 @@ def start_slow_conversion(tmp_path):
     return tmp_path / 'out'
 
 
+@pytest.mark.serial  # races a process with a signal: not beside the parallel part
 def test_a_killed_conversion_leaves_no_final_file(tmp_path):
     out = start_slow_conversion(tmp_path)
     process = subprocess.Popen(
@@ -317,6 +318,7 @@ def test_a_write_that_fails_midway_is_one_line_and_leaves_no_partial_file(tmp_pa
     assert os.listdir(tmp_path / 'out') == []
 
 
+@pytest.mark.serial  # races a process with a signal: not beside the parallel part
 def test_ctrl_c_is_one_line_and_leaves_no_partial_file(tmp_path):
     out = start_slow_conversion(tmp_path)
     process = subprocess.Popen(

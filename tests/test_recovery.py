@@ -198,6 +198,7 @@ def holder_pid(modeldir):
     return int(text.split()[1]) if text.startswith('process ') else None
 
 
+@pytest.mark.serial  # races a process with a signal: not beside the parallel part
 def test_one_training_per_folder_the_lock_frees_on_kill_and_predict_reads_meanwhile(
         tiny_data, tmp_path):
     modeldir = str(tmp_path / 'model')
@@ -361,6 +362,7 @@ def test_a_missing_bundled_split_is_made_alone_and_the_others_stay(tmp_path):
         assert handle['images'].shape == (55000, 28, 28, 1)
 
 
+@pytest.mark.serial  # races a process with a signal: not beside the parallel part
 def test_ctrl_c_during_predict_is_one_line_about_predict_and_leaves_the_model(
         two_checkpoints, tmp_path):
     from test_errors import snapshot
