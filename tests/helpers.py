@@ -14,3 +14,11 @@ def blob_images(count, height=16, width=16, channel=1, seed=0):
         blob = np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * radius ** 2))
         images[index] = np.rint(255 * blob)[..., None]
     return images
+
+
+def ctrl_c_as_at_a_terminal():
+    """preexec_fn of a child that a test interrupts with SIGINT: the default action again,
+    so Python raises KeyboardInterrupt there even when the suite was started in the
+    background (where SIGINT is ignored and children inherit that)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

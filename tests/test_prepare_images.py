@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
+from helpers import ctrl_c_as_at_a_terminal
 from utils.data import image_files, prepare_data
 from utils.run.errors import UserError
 
@@ -196,7 +197,6 @@ def start_slow_conversion(tmp_path):
     return tmp_path / 'out'
 
 
-@pytest.mark.serial  # races a process with a signal: not beside the parallel part
 def test_a_killed_conversion_leaves_no_final_file(tmp_path):
     out = start_slow_conversion(tmp_path)
     process = subprocess.Popen(
@@ -318,13 +318,13 @@ def test_a_write_that_fails_midway_is_one_line_and_leaves_no_partial_file(tmp_pa
     assert os.listdir(tmp_path / 'out') == []
 
 
-@pytest.mark.serial  # races a process with a signal: not beside the parallel part
 def test_ctrl_c_is_one_line_and_leaves_no_partial_file(tmp_path):
     out = start_slow_conversion(tmp_path)
     process = subprocess.Popen(
         [sys.executable, '-m', 'utils.data.prepare_data', '--source=folder',
          f'--input_dir={tmp_path / "img"}', f'--data_dir={out}', '--height=64', '--width=64',
-         '--workers=1'], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+         '--workers=1'], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=ctrl_c_as_at_a_terminal)
     deadline = time.time() + 300
     while not glob.glob(str(out / '*.partial-*')) and time.time() < deadline:
         time.sleep(0.01)

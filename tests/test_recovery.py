@@ -17,6 +17,7 @@ import pytest
 import main
 import runner
 from conftest import ROOT, TINY
+from helpers import ctrl_c_as_at_a_terminal
 from test_crash import main_args, start, wait_for_progress
 from utils.run import checkpoints, folder_lock
 from utils.run.errors import UserError
@@ -198,7 +199,6 @@ def holder_pid(modeldir):
     return int(text.split()[1]) if text.startswith('process ') else None
 
 
-@pytest.mark.serial  # races a process with a signal: not beside the parallel part
 def test_one_training_per_folder_the_lock_frees_on_kill_and_predict_reads_meanwhile(
         tiny_data, tmp_path):
     modeldir = str(tmp_path / 'model')
@@ -362,7 +362,6 @@ def test_a_missing_bundled_split_is_made_alone_and_the_others_stay(tmp_path):
         assert handle['images'].shape == (55000, 28, 28, 1)
 
 
-@pytest.mark.serial  # races a process with a signal: not beside the parallel part
 def test_ctrl_c_during_predict_is_one_line_about_predict_and_leaves_the_model(
         two_checkpoints, tmp_path):
     from test_errors import snapshot
@@ -372,7 +371,8 @@ def test_ctrl_c_during_predict_is_one_line_about_predict_and_leaves_the_model(
                                            modeldir=conf.modeldir, sampledir=conf.sampledir,
                                            action='predict', num_samples=10 ** 5).items()]
     process = subprocess.Popen([sys.executable, os.path.join(ROOT, 'main.py'), *args], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               preexec_fn=ctrl_c_as_at_a_terminal)
     chunks = []  # raw: the progress bar redraws its line with \r, not \n
 
     def read():
