@@ -752,7 +752,7 @@ def fit_prior(runner):
     except OSError as err:
         raise UserError(f'could not write {path} ({err.strerror or err}): make '
                         f'{conf.modeldir} writable or free disk space') from None
-    print(f'fitted the {prior_name(conf)} prior to the latent means of {prior.images} '
+    print(f'fitted the {priors.name(conf)} prior to the latent means of {prior.images} '
           f'training images under step {step}; wrote {path}')
     return path
 
@@ -840,7 +840,7 @@ def evaluate(runner):
     result = {'step': step, 'model': model.as_dict(),
               'test_data': os.path.join(conf.data_dir, conf.test_data),
               'test_images': test_count, 'prior_samples': len(z),
-              'sample_prior': prior_name(conf), 'prior_temperature': conf.prior_temperature,
+              'sample_prior': priors.name(conf), 'prior_temperature': conf.prior_temperature,
               'prior_reencode': conf.prior_reencode,
               'inference_weights': (
                   conf.inference_weights if model.ema_decay > 0 else 'last'),
@@ -861,17 +861,12 @@ def evaluate(runner):
     return result
 
 
-def prior_name(conf):
-    """The prior's name in evaluations: priors.name."""
-    return priors.name(conf)
-
-
 def evaluation_variant(conf):
     """What sets an evaluation apart from the plain one of its step: '' (N(0, I), the
     model's inference weights), else 'gmmK' or 'vaeWxS', 'tT' (--prior_temperature=T other than 1),
     'rN' (--prior_reencode=N other than 0), 'last' (a model with averaged weights
     evaluated with its last step's) or several of them, joined by '-'."""
-    parts = [] if conf.sample_prior == 'normal' else [prior_name(conf)]
+    parts = [] if conf.sample_prior == 'normal' else [priors.name(conf)]
     if conf.prior_temperature != 1:
         parts.append(f't{conf.prior_temperature:g}')
     if conf.prior_reencode:
