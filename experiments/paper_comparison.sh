@@ -10,7 +10,9 @@
 #                                                   # the three models with the best recipe's levers
 #
 # Runs go to RUNS (default runs/paper_comparison/; kept: a second call resumes or reuses
-# them); the figure and the table go to OUT (default docs/) as NAME.png and NAME.md
+# them). MSVAE_RUN names an MSVAE run trained already with the same flags (for example
+# runs/mnist_best of experiments/best_recipe.sh): it is evaluated and reconstructed, not
+# trained, and stands in for RUNS/msvae; the figure and the table go to OUT (default docs/) as NAME.png and NAME.md
 # (default paper_comparison). Extra arguments are passed to every
 # main.py call, e.g. --random_seed=7 or --flagfile=configs/celeba128.flags (the three
 # models' flags, STEPS and the run folders take precedence).
@@ -36,19 +38,33 @@ MODELS=(
   "msvae|--num_stages=2 --decoder=residual --refine_net=unet"
 )
 
+# checked before anything trains, so that a wrong MSVAE_RUN costs no training
+if [ -n "${MSVAE_RUN:-}" ] && ! ls "$MSVAE_RUN"/model/*.index > /dev/null 2>&1; then
+  echo "MSVAE_RUN=$MSVAE_RUN has no checkpoint in $MSVAE_RUN/model: train it first" \
+       "(bash experiments/best_recipe.sh) or unset MSVAE_RUN" >&2
+  exit 1
+fi
+
 modeldirs=()
 for entry in "${MODELS[@]}"; do
   name=${entry%%|*}
   model_flags=${entry#*|}
   run="$RUNS/$name"
+  if [ "$name" = msvae ] && [ -n "${MSVAE_RUN:-}" ]; then
+    run=$MSVAE_RUN
+  fi
   # the extra arguments first, so that a flag file among them cannot move the runs;
   # --nofused_batch_norm before them: the graph the README's table was measured with
   # (pass --fused_batch_norm for today's faster default, the same model up to rounding)
   common=(--nofused_batch_norm "$@" --modeldir="$run/model" --logdir="$run/log"
           --sampledir="$run/samples")
-  echo "== $name: $model_flags, $STEPS steps"
-  # shellcheck disable=SC2086  # model_flags is a list of flags
-  "$PYTHON" main.py "${common[@]}" $model_flags --max_step="$STEPS"
+  if [ "$run" = "${MSVAE_RUN:-}" ]; then
+    echo "== $name: reusing $run (not trained here)"
+  else
+    echo "== $name: $model_flags, $STEPS steps"
+    # shellcheck disable=SC2086  # model_flags is a list of flags
+    "$PYTHON" main.py "${common[@]}" $model_flags --max_step="$STEPS"
+  fi
   "$PYTHON" main.py --action=evaluate "${common[@]}"
   "$PYTHON" main.py --action=reconstruct "${common[@]}"
   modeldirs+=("$run/model")
