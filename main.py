@@ -292,6 +292,11 @@ def run(conf):
         _require(load_tensorflow_quietly().has_gpu(),
                  '--mixed_precision needs a GPU and TensorFlow sees none: drop the flag '
                  '(float32 on CPU) or install requirements-gpu.txt on a GPU machine')
+    if conf.data_format == 'NCHW':  # else TensorFlow's own error comes at the first step
+        _require(load_tensorflow_quietly().nchw_convolutions_run(),
+                 '--data_format=NCHW needs NCHW convolution kernels, which this machine\'s '
+                 'TensorFlow lacks (a CPU without oneDNN): use --data_format=NHWC, the faster '
+                 'layout on a CPU (checkpoints fit both)')
     plan = cluster.plan_from(conf)
     check_cluster(conf, plan)
     with contextlib.ExitStack() as lock:  # a training holds modeldir's lock to its end

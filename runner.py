@@ -63,6 +63,24 @@ def has_gpu():
     return bool(tf.config.list_physical_devices('GPU'))
 
 
+def nchw_convolutions_run():
+    """Whether this machine's TensorFlow kernels run an NCHW convolution and its input
+    gradient: GPUs do; on the CPU only builds whose oneDNN kernels are active do (they
+    are not on every x86 CPU), otherwise TensorFlow answers 'only supports NHWC'."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.zeros([1, 1, 4, 4])
+        kernel = tf.ones([3, 3, 1, 1])
+        y = tf.nn.conv2d(x, kernel, 1, 'SAME', data_format='NCHW')
+        grad = tf.gradients(y, x)[0]
+        with tf1.Session(graph=graph) as sess:
+            try:
+                sess.run(grad)
+                return True
+            except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError):
+                return False
+
+
 def session_config(conf):
     """The session's threads, XLA setting and, for towers, devices from the flags."""
     proto = tf1.ConfigProto(intra_op_parallelism_threads=conf.intra_op_threads,

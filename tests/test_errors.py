@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import runner
 from conftest import ROOT, TINY
 from helpers import blob_images
 from utils.data.hdf5_writer import write_images
@@ -184,6 +185,8 @@ CASES = {
     'threads_negative': (None, {'intra_op_threads': -1}, '--intra_op_threads and'),
     'mixed_precision_without_gpu': (None, {'mixed_precision': True},
                                     '--mixed_precision needs a GPU'),
+    'nchw_without_kernels': (None, {'data_format': 'NCHW'},
+                             '--data_format=NCHW needs NCHW convolution kernels'),
     'num_gpus_not_positive': (None, {'num_gpus': 0}, '--num_gpus=0 must be 1'),
     'batch_not_split_by_towers': (None, {'num_gpus': 3}, 'must be a multiple of --num_gpus=3'),
     'sync_replicas_without_cluster': (None, {'sync_replicas': True},
@@ -262,6 +265,8 @@ def prepare(setup, root, trained_model):
 def test_bad_input_gives_one_line_and_changes_nothing(case, tmp_path, trained_model):
     if case == 'mixed_precision_without_gpu' and tf.config.list_physical_devices('GPU'):
         pytest.skip('this machine has a GPU')
+    if case == 'nchw_without_kernels' and runner.nchw_convolutions_run():
+        pytest.skip('this machine\'s TensorFlow runs NCHW convolutions')
     setups, extra, expected = CASES[case]
     write_images(str(tmp_path / 'data' / 'train.h5'), blob_images(96, seed=1))
     for setup in setups if isinstance(setups, tuple) else (setups,):

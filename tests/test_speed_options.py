@@ -13,25 +13,7 @@ from helpers import blob_images
 tf1 = tf.compat.v1
 
 
-def nchw_convolutions_run_here():
-    """Whether this machine's TensorFlow kernels run an NCHW convolution and its input
-    gradient: GPUs do; on the CPU only builds whose oneDNN kernels are active do (they
-    are not on every x86 CPU), otherwise TensorFlow answers 'only supports NHWC'."""
-    graph = tf.Graph()
-    with graph.as_default():
-        x = tf.zeros([1, 1, 4, 4])
-        kernel = tf.ones([3, 3, 1, 1])
-        y = tf.nn.conv2d(x, kernel, 1, 'SAME', data_format='NCHW')
-        grad = tf.gradients(y, x)[0]
-        with tf1.Session(graph=graph) as sess:
-            try:
-                sess.run(grad)
-                return True
-            except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError):
-                return False
-
-
-NCHW_HERE = nchw_convolutions_run_here()
+NCHW_HERE = runner.nchw_convolutions_run()
 needs_nchw = pytest.mark.skipif(not NCHW_HERE, reason='this machine\'s TensorFlow has no '
                                 'NCHW convolution kernels (CPU without oneDNN)')
 
