@@ -110,6 +110,9 @@ flags.DEFINE_string('fid_cache_dir', '', 'converted Inception weights and cached
 # ---- network
 flags.DEFINE_integer('network_depth', 3, 'stride-2 levels of the encoder, decoder and U-Net')
 flags.DEFINE_integer('start_channel_num', 16, 'channels of the first level (doubling per level)')
+flags.DEFINE_integer('refine_channel_num', 0, 'channels of the refinement stages\' first level '
+                     '(doubling per level; 0 = --start_channel_num): a narrower refiner is '
+                     'cheaper, stage 2 being most of a step\'s work')
 flags.DEFINE_integer('latent_len', 16, 'dimensions of the latent z')
 flags.DEFINE_float('sigma', 0.5, 'std of the Gaussian decoder (pixels in [-1, 1]); '
                    'weights the stage-1 loss by 1/(2 sigma^2)')

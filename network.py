@@ -27,7 +27,7 @@ tf1 = tf.compat.v1
 
 MIN_STD = 1e-4  # floor of q(z|x)'s standard deviation, keeps log(std) finite
 RESNET_BLOCKS = 5  # residual blocks of the resnet refiner (as the reference code)
-RESNET_WIDTH = 4  # the resnet refiner's channels, in multiples of start_channel_num
+RESNET_WIDTH = 4  # the resnet refiner's channels, in multiples of model.refine_channels()
 RESNET_WIDEN = 4  # the resnet refiner's widening conv: this many times its width
 
 
@@ -178,8 +178,8 @@ def resnet(image, width, options, training):
 def refiner(image, model, options, training):
     """The refinement network that model.refine_net names."""
     if model.refine_net == 'resnet':
-        return resnet(image, RESNET_WIDTH * model.start_channel_num, options, training)
-    return unet(image, model.network_depth, model.start_channel_num, options, training)
+        return resnet(image, RESNET_WIDTH * model.refine_channels(), options, training)
+    return unet(image, model.network_depth, model.refine_channels(), options, training)
 
 
 def resize(images, size, method):

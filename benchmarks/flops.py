@@ -64,7 +64,7 @@ def decoder(conf, size):
 def unet(conf, size):
     """Forward FLOPs of one U-Net refinement stage at `size`."""
     sizes = level_sizes(size[0], size[1], conf.network_depth)
-    start = conf.start_channel_num
+    start = conf.model.refine_channels()
     total = conv(sizes[0], 3, conf.channel, start)
     for level in range(conf.network_depth):
         total += conv(sizes[level + 1], 3, start * 2 ** level, start * 2 ** (level + 1))
@@ -77,7 +77,7 @@ def unet(conf, size):
 
 def resnet(conf, size):
     """Forward FLOPs of one resnet refinement stage at `size`."""
-    width = RESNET_WIDTH * conf.start_channel_num
+    width = RESNET_WIDTH * conf.model.refine_channels()
     total = conv(size, 5, conf.channel, width)
     total += RESNET_BLOCKS * 2 * conv(size, 3, width, width)
     total += conv(size, 3, width, width)  # the long skip's conv

@@ -108,7 +108,7 @@ def build(torch, conf):
         def __init__(self, size):
             super().__init__()
             sizes = level_sizes(size[0], size[1], conf.network_depth)
-            start = conf.start_channel_num
+            start = conf.model.refine_channels()
             self.inp = conv_bn_lrelu(conf.channel, start)
             self.down = nn.ModuleList(conv_bn_lrelu(start * 2 ** level, start * 2 ** (level + 1),
                                                     stride=2)
@@ -132,7 +132,7 @@ def build(torch, conf):
     class ResNet(nn.Module):
         def __init__(self, _size):
             super().__init__()
-            width = RESNET_WIDTH * conf.start_channel_num
+            width = RESNET_WIDTH * conf.model.refine_channels()
             self.inp = conv_bn_lrelu(conf.channel, width, kernel=5)
             self.blocks = nn.Sequential(*[Residual(width) for _ in range(RESNET_BLOCKS)])
             self.merge = nn.Sequential(nn.Conv2d(width, width, 3, 1, 1, bias=False),

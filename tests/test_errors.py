@@ -108,6 +108,8 @@ CASES = {
     'unwritable_sampledir': (blocker, {'sampledir': 'BLOCKER/s'},
                              'cannot write to --sampledir'),
     'architecture_changed': ('trained', {'latent_len': 8}, 'holds a model with latent_len=4'),
+    'refiner_width_changed': ('trained', {'refine_channel_num': 8},
+                              'holds a model with refine_channel_num=0'),
     'modeldir_holds_something_else': (lambda root: (root / 'model').mkdir() or (
         root / 'model' / 'notes.txt').write_text('mine'), {}, 'is not empty and holds no run'),
     'checkpoints_without_flags': ('trained_no_flags', {}, 'no flags.json'),
@@ -142,6 +144,8 @@ CASES = {
     'ema_decay_out_of_range': (None, {'ema_decay': 1.0}, '--ema_decay=1.0 must be in [0, 1)'),
     'refine_gradient_weight_negative': (None, {'refine_gradient_weight': -1},
                                         '--refine_gradient_weight=-1.0 must be 0'),
+    'refine_channel_num_negative': (None, {'refine_channel_num': -8},
+                                    '--refine_channel_num=-8 must be 0'),
     'kl_warmup_negative': (None, {'kl_warmup_steps': -5}, '--kl_warmup_steps=-5 must be 0'),
     'prior_components_not_positive': (None, {'prior_components': 0},
                                       '--prior_components=0 must be positive'),

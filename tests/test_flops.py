@@ -14,6 +14,8 @@ from benchmarks.train_step import profiled_flops
     dict(),
     dict(num_stages=1, decoder='plain'),
     dict(num_stages=3, refine_net='resnet', coarse_scale=1),
+    dict(num_stages=3, refine_net='resnet', refine_channel_num=2),
+    dict(refine_channel_num=8),
     dict(upsample='transpose'),
     dict(fused_batch_norm=True),
 ])

@@ -110,6 +110,28 @@ def test_decoder_and_refiner_kinds(tiny_conf):
     resnet.close()
 
 
+def first_kernel(model, scope):
+    """The shape of the first convolution's kernel under scope."""
+    return trainable(model, f'{scope}/in/conv/weights')[0].shape.as_list()
+
+
+@pytest.mark.parametrize('refine_net, width', [('unet', 1), ('resnet', network.RESNET_WIDTH)])
+def test_refine_channel_num_sets_the_refiners_width_only(tiny_conf, refine_net, width):
+    same = runner.Runner(tiny_conf(refine_net=refine_net, num_stages=3))
+    narrow = runner.Runner(tiny_conf(refine_net=refine_net, num_stages=3, refine_channel_num=2))
+    # start_channel_num is 4: 0 keeps the refiners that wide, 2 halves every stage after 1
+    for stage in ('stage2', 'stage3'):
+        assert first_kernel(same, stage)[-1] == width * 4
+        assert first_kernel(narrow, stage)[-1] == width * 2
+    stage_one = [(v.name, v.shape.as_list()) for v in trainable(same, 'stage1')]
+    assert stage_one == [(v.name, v.shape.as_list()) for v in trainable(narrow, 'stage1')]
+    narrow.sess.run(narrow.init_op)
+    out = narrow.sess.run(narrow.net.stage_outputs, {narrow.net.images: batch_of(2)})
+    assert [o.shape for o in out] == [(2, 16, 16, 1)] * 3 and np.abs(out[-1]).max() <= 1
+    for model in (same, narrow):
+        model.close()
+
+
 def test_stage_sizes_coarse_to_fine():
     assert stages.stage_sizes(28, 28, 3, 0) == [(28, 28)] * 3
     assert stages.stage_sizes(28, 28, 3, 1) == [(14, 14), (28, 28), (28, 28)]

@@ -31,6 +31,7 @@ class ModelConfig:
     channel: int = _field(variables=True, choices=(1, 3))  # 1 grayscale, 3 RGB
     network_depth: int = _field(variables=True, positive=True)  # stride-2 levels
     start_channel_num: int = _field(variables=True, positive=True)  # first level's width
+    refine_channel_num: int = _field(variables=True)  # the refiners' first width (0 = start)
     latent_len: int = _field(variables=True, positive=True)  # dimensions of z
     num_stages: int = _field(variables=True)  # 1 = the VAE alone, 2 = the paper's MSVAE
     decoder: str = _field(variables=True, choices=('residual', 'plain'))  # stage 1's decoder
@@ -80,6 +81,9 @@ class ModelConfig:
                     raise UserError(f'--channel={value} must be 1 or 3')
                 raise UserError(f'unknown --{field.name}={value}: choose one of '
                                 f'{", ".join(map(str, choices))}')
+        if not (isinstance(self.refine_channel_num, int) and self.refine_channel_num >= 0):
+            raise UserError(f'--refine_channel_num={self.refine_channel_num} must be 0 (the '
+                            f'refiners as wide as --start_channel_num) or a whole number > 0')
         if not 0 <= self.ema_decay < 1:
             raise UserError(f'--ema_decay={self.ema_decay} must be in [0, 1): 0 = no '
                             f'averaged weights, 0.999 = an average over about 1000 steps')
@@ -121,13 +125,18 @@ class ModelConfig:
         """The (h, w) of each stage's image (stages.stage_sizes)."""
         return stages.stage_sizes(self.height, self.width, self.num_stages, self.coarse_scale)
 
+    def refine_channels(self):
+        """The refinement stages' first width: refine_channel_num, or start_channel_num."""
+        return self.refine_channel_num or self.start_channel_num
+
     def weights(self):
         """The loss weight of each refinement stage as floats."""
         return stages.refine_weights(self.refine_weights, self.num_stages)
 
 
 # Model fields added after runs were saved without them: the value those runs had.
-LEGACY_DEFAULTS = {'learn_sigma': False, 'ema_decay': 0.0, 'refine_gradient_weight': 0.0}
+LEGACY_DEFAULTS = {'learn_sigma': False, 'ema_decay': 0.0, 'refine_gradient_weight': 0.0,
+                   'refine_channel_num': 0}
 
 
 def saved_value(saved, name):
