@@ -28,6 +28,10 @@ Mixture = collections.namedtuple('Mixture', 'weights means covariances step imag
 FILE = 'prior-{step}-gmm{components}.npz'  # beside the checkpoint of STEP
 SAMPLE_STREAM = 104729  # seeds the mixture's samples apart from other seeded draws
 COVARIANCE_FLOOR = 1e-6  # added to the diagonals (scikit-learn's reg_covar): keeps L defined
+# EM stops once an iteration raises the mean log-likelihood per latent by less than this
+# (nats). 200 components on 55,000 32-d latents reach it in about 17 iterations instead
+# of 55 at scikit-learn's 1e-3, a third of the time, for 0.1 nats less per latent.
+EM_TOLERANCE = 1e-2
 
 
 def prior_path(modeldir, step, components):
@@ -46,7 +50,7 @@ def fit(means, components, seed, step=0):
         raise UserError(f'{len(means)} training images cannot fit a mixture of '
                         f'--prior_components={components}: lower it to {len(means)} or less')
     mixture = GaussianMixture(n_components=components, covariance_type='full',
-                              reg_covar=COVARIANCE_FLOOR, max_iter=200, n_init=1,
+                              reg_covar=COVARIANCE_FLOOR, tol=EM_TOLERANCE, max_iter=200, n_init=1,
                               random_state=seed).fit(means)
     return Mixture(mixture.weights_, mixture.means_, mixture.covariances_, step, len(means))
 
