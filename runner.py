@@ -749,6 +749,9 @@ def train(runner):
           f'({(conf.max_step - start) * conf.batch / seconds:.0f} images/s); '
           f'last checkpoint {prefix}')
     if conf.sample_prior in priors.FITTED:  # the prior that predict and evaluate will sample
+        # fitted to the latents of the weights they decode with (the averages, when
+        # kept), read back from the checkpoint just saved, not the last step's
+        runner.restore(step, inference=True)
         fitted_prior(runner, step)
     return conf.max_step
 

@@ -122,6 +122,28 @@ def test_evaluate_and_predict_sample_the_mixture_fitted_at_the_end_of_training(t
     assert runner.evaluation_variant(normal) == 't0.5'
 
 
+def test_the_mixture_fitted_at_the_end_of_training_encodes_with_the_averaged_weights(
+        tiny_conf):
+    """Predict and evaluate decode with the averaged weights, so the mixture they sample
+    must be fitted to the latents of those weights, not of the last step's."""
+    conf = tiny_conf(ema_decay=0.9, sample_prior='gmm', prior_components=2, max_step=10)
+    model = runner.Runner(conf)
+    runner.train(model)
+    model.close()
+    saved = latent_prior.load(latent_prior.prior_path(conf.modeldir, 10, 2), conf.latent_len)
+
+    def latent_mean(weights):
+        model = runner.Runner(conf.replace(action='fit_prior', inference_weights=weights))
+        model.restore_for('fit_prior')
+        means = model.training_latent_means().mean(0)
+        model.close()
+        return means
+    averaged, last = latent_mean('average'), latent_mean('last')
+    assert np.abs(averaged - last).max() > 0.01  # the two sets of weights encode apart
+    # the mixture's weighted mean is the mean of the latents it was fitted to
+    np.testing.assert_allclose(saved.weights @ saved.means, averaged, atol=1e-4)
+
+
 def test_reencoding_trips_each_prior_sample_through_stage_1_and_the_encoder(tiny_conf):
     conf = tiny_conf(max_step=30)
     model = runner.Runner(conf)
