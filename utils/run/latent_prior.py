@@ -50,8 +50,8 @@ def fit(means, components, seed, step=0):
         raise UserError(f'{len(means)} training images cannot fit a mixture of '
                         f'--prior_components={components}: lower it to {len(means)} or less')
     mixture = GaussianMixture(n_components=components, covariance_type='full',
-                              reg_covar=COVARIANCE_FLOOR, tol=EM_TOLERANCE, max_iter=200, n_init=1,
-                              random_state=seed).fit(means)
+                              reg_covar=COVARIANCE_FLOOR, tol=EM_TOLERANCE, max_iter=200,
+                              n_init=1, random_state=seed).fit(means)
     return Mixture(mixture.weights_, mixture.means_, mixture.covariances_, step, len(means))
 
 
