@@ -90,6 +90,10 @@ flags.DEFINE_integer('prior_vae_steps', 20000, '--sample_prior=vae: training ste
 flags.DEFINE_float('prior_temperature', 1.0, 'predict and evaluate: scale the prior samples\' '
                    'spread about their mean (N(0, I)\'s or the mixture component\'s) by this; '
                    'under 1 trades recall for precision (1 = the prior itself)')
+flags.DEFINE_float('prior_truncation', 0.0, 'predict and evaluate, --sample_prior=gmm: drop '
+                   'the samples whose density under the mixture is below that of this share '
+                   'of the mixture\'s own samples (its thin tails) and draw on (0 = the '
+                   'prior itself)')
 flags.DEFINE_integer('prior_reencode', 0, 'predict and evaluate: pass each prior sample this '
                      'many times through stage 1\'s decoder and back through the encoder '
                      '(z <= the encoder\'s mean of z\'s coarse image), drawing samples toward '
@@ -220,6 +224,8 @@ def validate(conf):
              f'(default {FLAGS["learning_rate"].default})')
     _require(0 < conf.prior_temperature <= 10, f'--prior_temperature='
              f'{conf.prior_temperature} must be in (0, 10] (1 = the prior itself)')
+    _require(0 <= conf.prior_truncation < 1, f'--prior_truncation={conf.prior_truncation} '
+             f'must be in [0, 1) (0 = the prior itself)')
     _require(0 <= conf.prior_reencode <= 100, f'--prior_reencode={conf.prior_reencode} must '
              f'be in [0, 100] (0 = the prior itself)')
     _require(0 <= conf.beta1 < 1, f'--beta1={conf.beta1} must be in [0, 1)')

@@ -491,7 +491,8 @@ class Runner:
         """The first `count` fixed samples of the prior that --sample_prior names: N(0, I),
         the training latents themselves, or the Gaussian mixture or latent VAE fitted to
         the restored step (fitted now when not saved), their spread scaled by
-        --prior_temperature, then re-encoded --prior_reencode times."""
+        --prior_temperature (the mixture's truncated by --prior_truncation), then
+        re-encoded --prior_reencode times."""
         return self.reencoded(self.drawn_prior_z(count), self.conf.prior_reencode)
 
     def drawn_prior_z(self, count):
@@ -504,6 +505,9 @@ class Runner:
                                         count, temperature)
         if self.fitted is None or self.fitted.step != self.step():
             self.fitted = fitted_prior(self, self.step())
+        if self.conf.sample_prior == 'gmm':
+            return latent_prior.sample(self.fitted, self.conf.random_seed, count, temperature,
+                                       self.conf.prior_truncation)
         return priors.module(self.conf).sample(self.fitted, self.conf.random_seed, count,
                                               temperature)
 
@@ -862,6 +866,7 @@ def evaluate(runner):
               'test_data': os.path.join(conf.data_dir, conf.test_data),
               'test_images': test_count, 'prior_samples': len(z),
               'sample_prior': priors.name(conf), 'prior_temperature': conf.prior_temperature,
+              'prior_truncation': conf.prior_truncation,
               'prior_reencode': conf.prior_reencode,
               'inference_weights': (
                   conf.inference_weights if model.ema_decay > 0 else 'last'),
@@ -884,12 +889,15 @@ def evaluate(runner):
 
 def evaluation_variant(conf):
     """What sets an evaluation apart from the plain one of its step: '' (N(0, I), the
-    model's inference weights), else 'gmmK' or 'vaeWxS', 'tT' (--prior_temperature=T other than 1),
-    'rN' (--prior_reencode=N other than 0), 'last' (a model with averaged weights
-    evaluated with its last step's) or several of them, joined by '-'."""
+    model's inference weights), else 'gmmK' or 'vaeWxS', 'tT' (--prior_temperature=T
+    other than 1), 'qQ' (--prior_truncation=Q other than 0), 'rN' (--prior_reencode=N
+    other than 0), 'last' (a model with averaged weights evaluated with its last step's)
+    or several of them, joined by '-'."""
     parts = [] if conf.sample_prior == 'normal' else [priors.name(conf)]
     if conf.prior_temperature != 1:
         parts.append(f't{conf.prior_temperature:g}')
+    if conf.prior_truncation:
+        parts.append(f'q{conf.prior_truncation:g}')
     if conf.prior_reencode:
         parts.append(f'r{conf.prior_reencode}')
     if conf.ema_decay > 0 and conf.inference_weights == 'last':

@@ -91,6 +91,46 @@ def test_a_temperature_scales_each_sample_about_its_component_mean():
         np.testing.assert_allclose(np.cov(part.T), 0.25 * KNOWN.covariances[index], atol=0.02)
 
 
+def test_the_mixture_log_density_is_that_of_an_independent_computation():
+    z = np.array([[-6.0, 0.5], [0.0, 0.0], [3.0, 1.0], [20.0, 20.0]])
+    # the mixture's density summed from scipy's normal densities, component by component
+    from scipy.stats import multivariate_normal
+    density = sum(weight * multivariate_normal(mean, covariance).pdf(z) for weight, mean,
+                  covariance in zip(KNOWN.weights, KNOWN.means, KNOWN.covariances))
+    np.testing.assert_allclose(latent_prior.log_density(KNOWN, z)[:3], np.log(density[:3]),
+                               rtol=1e-10)
+    # far out, where the density underflows to 0, the log stays finite
+    assert np.isfinite(latent_prior.log_density(KNOWN, z)[3])
+
+
+def test_a_truncated_draw_drops_the_least_probable_share_of_the_mixture_samples():
+    floor = latent_prior.density_floor(KNOWN, 0.2)
+    full = latent_prior.sample(KNOWN, seed=3, count=20000)
+    full_density = latent_prior.log_density(KNOWN, full)
+    assert abs(np.mean(full_density < floor) - 0.2) < 0.015  # about the share asked for
+    truncated = latent_prior.sample(KNOWN, seed=3, count=10000, truncation=0.2)
+    assert truncated.shape == (10000, 2) and truncated.dtype == np.float32
+    # the samples kept are the draw's candidates that pass, in order
+    passing = full[full_density >= floor]
+    np.testing.assert_array_equal(truncated, passing[:10000])
+    # a longer truncated draw extends a shorter one
+    np.testing.assert_array_equal(
+        truncated[:100], latent_prior.sample(KNOWN, seed=3, count=100, truncation=0.2))
+    # the tails go: each component's samples lie closer to its mean than without truncation
+    nearest = np.argmin(((full[:, None] - KNOWN.means[None]) ** 2).sum(-1), axis=1)
+    kept_nearest = np.argmin(((truncated[:, None] - KNOWN.means[None]) ** 2).sum(-1), axis=1)
+    for index in range(3):
+        spread = np.trace(np.cov(full[nearest == index].T))
+        assert np.trace(np.cov(truncated[kept_nearest == index].T)) < 0.9 * spread
+
+
+def test_a_truncation_that_keeps_almost_nothing_is_an_error(monkeypatch):
+    monkeypatch.setattr(latent_prior, 'MAX_ROUNDS', 2)
+    # at temperature 10 nearly every sample lies in the tails of the untempered mixture
+    with pytest.raises(UserError, match='pass --prior_truncation=0.5 too rarely'):
+        latent_prior.sample(KNOWN, seed=3, count=10000, temperature=10, truncation=0.5)
+
+
 def test_evaluate_and_predict_sample_the_mixture_fitted_at_the_end_of_training(tiny_conf):
     conf = tiny_conf(sample_prior='gmm', prior_components=2, max_step=10)
     model = runner.Runner(conf)
@@ -118,6 +158,15 @@ def test_evaluate_and_predict_sample_the_mixture_fitted_at_the_end_of_training(t
                                   latent_prior.sample(saved, conf.random_seed, 6, 0.5))
     model.close()
     assert runner.evaluation_variant(cooled) == 'gmm2-t0.5'
+
+    # --prior_truncation: the same mixture's draw without its least probable share
+    truncated = conf.replace(action='evaluate', prior_truncation=0.3)
+    model = runner.Runner(truncated)
+    model.restore_for('evaluate')
+    np.testing.assert_array_equal(
+        model.prior_z(6), latent_prior.sample(saved, conf.random_seed, 6, truncation=0.3))
+    model.close()
+    assert runner.evaluation_variant(truncated) == 'gmm2-q0.3'
     normal = cooled.replace(sample_prior='normal')
     assert runner.evaluation_variant(normal) == 't0.5'
 

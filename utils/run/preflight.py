@@ -13,7 +13,7 @@ from utils.run.errors import UserError
 MNIST_FILES = ('mnist_train.h5', 'mnist_valid.h5', 'mnist_test.h5')  # the default split names
 # taken from the run unless given
 PRIOR_FLAGS = ('sample_prior', 'prior_components', 'prior_vae_width', 'prior_vae_steps',
-               'prior_temperature', 'prior_reencode')
+               'prior_temperature', 'prior_truncation', 'prior_reencode')
 
 
 def check_writable(**folders):
@@ -142,6 +142,7 @@ def prepare_training(conf):
     """Locks modeldir for this training (folder_lock), makes all checks of --action=train,
     then writes this run's flags to modeldir; the lock is held until the block ends. A
     failed check frees the lock and leaves modeldir as it was."""
+    check_prior_truncation(conf)
     check_writable(modeldir=conf.modeldir, logdir=conf.logdir, sampledir=conf.sampledir)
     with folder_lock.held(conf.modeldir):
         decision = check_modeldir_for_training(conf)
@@ -160,8 +161,8 @@ def prepare_training(conf):
 def prepare_prediction(conf, given_flags=()):
     """The configuration to predict, reconstruct or evaluate with: conf with the model's
     fields taken from modeldir's flags.json (a differing flag in given_flags gets a
-    note), and its --sample_prior, --prior_components, --prior_temperature and
-    --prior_reencode unless given_flags has them.
+    note), and its --sample_prior, --prior_components, --prior_temperature,
+    --prior_truncation and --prior_reencode unless given_flags has them.
     Checks the checkpoint, sampledir and the splits that the action reads."""
     saved = checkpoints.load_config(conf.modeldir)
     if saved is None:
@@ -180,6 +181,7 @@ def prepare_prediction(conf, given_flags=()):
         if key not in given_flags and key in saved:
             taken[key] = saved[key]
     conf = conf.replace(**taken)
+    check_prior_truncation(conf)
     try:
         conf.model  # noqa: B018  (the saved fields must make a model)
     except UserError as err:
@@ -202,6 +204,15 @@ def prepare_prediction(conf, given_flags=()):
     if conf.action == 'export':
         check_export_dir(conf)
     return conf
+
+
+def check_prior_truncation(conf):
+    """UserError when --prior_truncation is set for a prior without a density to truncate
+    by (only the Gaussian mixture's is computed)."""
+    if conf.prior_truncation and conf.sample_prior != 'gmm':
+        raise UserError(f'--prior_truncation={conf.prior_truncation:g} needs '
+                        f'--sample_prior=gmm (the mixture\'s density decides what is dropped), '
+                        f'not {conf.sample_prior}: set it to 0 or sample the mixture')
 
 
 def needs_prior_fit(conf):
