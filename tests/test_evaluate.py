@@ -135,6 +135,37 @@ def test_evaluate_writes_fid_kid_precision_recall_of_the_final_stage(trained):
                                                  eval_fid=False))
 
 
+def test_the_truncation_sweep_gives_what_evaluate_gives_at_each_truncation(trained, tmp_path):
+    conf = trained(num_stages=2, sample_prior='gmm', prior_components=2)
+    sys.path.insert(0, os.path.join(ROOT, 'experiments'))
+    import truncation_sweep
+    conf = as_action(conf, 'evaluate', eval_samples=24, eval_fid_reconstructions=False)
+    rows = truncation_sweep.sweep(conf, [0.0, 0.3])
+    assert [row['truncation'] for row in rows] == [0.0, 0.3]
+    assert rows[0]['draws_per_sample'] == 1 and rows[1]['draws_per_sample'] > 1.1
+    runner = main.load_tensorflow_quietly()
+    for row in rows:
+        # evaluate itself (main.run would take the run's own --prior_truncation, 0)
+        model = runner.Runner(as_action(conf, 'evaluate', prior_truncation=row['truncation']))
+        try:
+            result = runner.evaluate(model)
+        finally:
+            model.close()
+        scores, final = result['inception']['samples'], result['stages'][-1]['samples']
+        for name in ('fid', 'kid'):
+            assert row[name] == pytest.approx(scores[name], rel=1e-3)
+        assert (row['precision'], row['recall']) == (scores['precision'], scores['recall'])
+        for name in ('laplacian_variance', 'high_frequency_ratio'):
+            assert row[f'{name}_ratio'] == pytest.approx(final[f'{name}_ratio'], rel=1e-4)
+    # truncating changed the samples, and so their scores
+    assert rows[1]['fid'] != pytest.approx(rows[0]['fid'], rel=1e-3)
+    markdown, figure = truncation_sweep.write_outputs(rows, conf, str(tmp_path / 'out'),
+                                                      'sweep')
+    lines = open(markdown).read().splitlines()
+    assert lines[-2].startswith('| 0 | 1.000 | ') and lines[-1].startswith('| 0.3 | ')
+    assert Image.open(figure).size[0] > 100
+
+
 def test_evaluate_coarse_to_fine_sizes(trained):
     conf = trained(num_stages=2, coarse_scale=1)
     result = main.run(as_action(conf, 'evaluate', eval_samples=16, eval_fid=False))
