@@ -118,7 +118,7 @@ def sweep(conf, truncations, given=()):
     rows = []
     for q in truncations:
         indices = chosen[q]
-        row = {'truncation': q, 'step': step,
+        row = {'truncation': q, 'step': step, 'test_images': test_count,
                'draws_per_sample': (indices[-1] + 1) / len(indices)}
         row.update(feature_metrics.scores(features[indices], inception.reference))
         row.update({f'{name}_ratio': float(sharpness[name][indices].mean()) / real[name]
@@ -166,7 +166,7 @@ def write_outputs(rows, conf, out, name):
     markdown, figure = os.path.join(out, f'{name}.md'), os.path.join(out, f'{name}.png')
     header = (f'Prior samples of {conf.modeldir} (step {rows[0]["step"]}) at each '
               f'--prior_truncation, {conf.eval_samples} per row (seed {conf.random_seed}) '
-              f'against the first {rows[0]["images"]} test images; written by '
+              f'against the first {rows[0]["test_images"]} test images; written by '
               f'experiments/truncation_sweep.py.\n\n')
     atomic.write_text(markdown, header + table(rows))
     write_figure(figure, rows)

@@ -162,6 +162,7 @@ def test_the_truncation_sweep_gives_what_evaluate_gives_at_each_truncation(train
     markdown, figure = truncation_sweep.write_outputs(rows, conf, str(tmp_path / 'out'),
                                                       'sweep')
     lines = open(markdown).read().splitlines()
+    assert '24 per row (seed 1234) against the first 24 test images' in lines[0]
     assert lines[-2].startswith('| 0 | 1.000 | ') and lines[-1].startswith('| 0.3 | ')
     assert Image.open(figure).size[0] > 100
 
