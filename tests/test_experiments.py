@@ -124,3 +124,36 @@ def test_the_fashion_mnist_converter_names_a_wrong_folder_and_a_too_large_test_s
     with pytest.raises(SystemExit, match='must leave training images'):
         fashion_mnist_data.main(['--package_dir', str(tmp_path / 'package'), '--out_dir',
                                  str(tmp_path / 'out')])
+
+
+def test_the_fashion_mnist_experiment_converts_once_then_trains_the_three_models_alike(
+        tmp_path, recorded_calls):
+    """Without the data it converts the package first; every training takes the recipe's
+    flag file with the Fashion-MNIST files and the budget; with the data it trains at once."""
+    fake_python, calls = recorded_calls
+    env = dict(os.environ, PYTHON=fake_python, RUNS=str(tmp_path / 'runs'),
+               OUT=str(tmp_path / 'out'), DATA=str(tmp_path / 'data'),
+               PACKAGE_DIR=str(tmp_path / 'package'), STEPS='7')
+    script = os.path.join(ROOT, 'experiments', 'fashion_mnist.sh')
+    done = subprocess.run(['bash', script], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = calls()
+    assert lines[0].startswith('experiments/fashion_mnist_data.py')
+    assert f'--package_dir={tmp_path / "package"}' in lines[0]
+    assert lines[1].startswith('-m utils.data.prepare_data --source=idx')
+    trainings = [line for line in lines if line.startswith('main.py') and '--max_step=7' in line]
+    assert len(trainings) == 3
+    for line in trainings:
+        assert '--flagfile=configs/mnist_best.flags' in line
+        assert f'--data_dir={tmp_path / "data"}' in line and '--test_data=fashion_test.h5' in line
+        assert '--eval_samples=5000' in line
+    assert lines[-1].startswith('compare.py') and '--name=fashion_comparison' in lines[-1]
+
+    (tmp_path / 'data').mkdir()
+    (tmp_path / 'data' / 'fashion_test.h5').write_bytes(b'')
+    (tmp_path / 'calls.log').unlink()
+    done = subprocess.run(['bash', script], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert calls()[0].startswith('main.py')
