@@ -142,6 +142,8 @@ flags.DEFINE_float('ema_decay', 0.0, 'keep an exponential moving average of the 
 flags.DEFINE_float('refine_gradient_weight', 0.0, 'add this weight times the L1 distance of the '
                    'image gradients (horizontal and vertical differences) to each refinement '
                    'stage\'s loss (0 = none)')
+flags.DEFINE_float('refine_ssim_weight', 0.0, 'add this weight times D(1 - SSIM) (D pixels per '
+                   'image, 11x11 Gaussian window) to each refinement stage\'s loss (0 = none)')
 flags.DEFINE_integer('coarse_scale', 0, 'coarse-to-fine: stage 1 works at the size halved this '
                      'many times, each refinement stage doubles it (at most num_stages-1)')
 # ---- speed (how the graph runs, not what it computes; see README "Performance")

@@ -251,6 +251,9 @@ def per_image_terms(targets, outputs, z_mean, z_std, model):
         if model.refine_gradient_weight > 0:
             per_image[f'stage{index}_loss'] += (model.refine_gradient_weight
                                                 * ops.gradient_l1(target, output))
+        if model.refine_ssim_weight > 0:
+            per_image[f'stage{index}_loss'] += (model.refine_ssim_weight
+                                                * ops.ssim_distance(target, output))
     for index, (target, output) in enumerate(zip(targets, outputs), start=1):
         per_image[f'stage{index}_psnr'] = ops.psnr(target, output)
     return per_image

@@ -144,6 +144,8 @@ CASES = {
     'ema_decay_out_of_range': (None, {'ema_decay': 1.0}, '--ema_decay=1.0 must be in [0, 1)'),
     'refine_gradient_weight_negative': (None, {'refine_gradient_weight': -1},
                                         '--refine_gradient_weight=-1.0 must be 0'),
+    'refine_ssim_weight_negative': (None, {'refine_ssim_weight': -2},
+                                    '--refine_ssim_weight=-2.0 must be 0'),
     'refine_channel_num_negative': (None, {'refine_channel_num': -8},
                                     '--refine_channel_num=-8 must be 0'),
     'kl_warmup_negative': (None, {'kl_warmup_steps': -5}, '--kl_warmup_steps=-5 must be 0'),

@@ -380,14 +380,70 @@ def test_refinement_loss_adds_the_weighted_gradient_term(tiny_conf):
     np.testing.assert_allclose(losses[2.0]['loss'], l1 + 2.0 * grad, rtol=1e-5)
 
 
+def numpy_ssim(x, y, size=11, sigma=1.5):
+    """SSIM per image of [b, h, w, c] arrays in [0, 1] (Wang et al. 2004): Gaussian-weighted
+    local means, variances and covariance over every valid window, averaged."""
+    coords = np.arange(size) - (size - 1) / 2
+    line = np.exp(-coords ** 2 / (2 * sigma ** 2))
+    kernel = np.outer(line, line) / np.outer(line, line).sum()
+
+    def local_mean(a):  # [b, h, w, c] => [b, h-size+1, w-size+1, c]
+        windows = np.lib.stride_tricks.sliding_window_view(a, (size, size), axis=(1, 2))
+        return np.einsum('bhwcij,ij->bhwc', windows, kernel)
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    mx, my = local_mean(x), local_mean(y)
+    vx, vy = local_mean(x * x) - mx ** 2, local_mean(y * y) - my ** 2
+    cov = local_mean(x * y) - mx * my
+    ssim_map = ((2 * mx * my + c1) * (2 * cov + c2)
+                / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2)))
+    return ssim_map.mean(axis=(1, 2, 3))
+
+
+def test_ssim_distance_matches_numpy():
+    rng = np.random.default_rng(4)
+    a = rng.uniform(-1, 1, (3, 16, 14, 2)).astype(np.float32)
+    b = np.clip(a + rng.normal(0, 0.3, a.shape), -1, 1).astype(np.float32)
+    flat = np.full_like(a, a.mean())  # a flat guess of a textured image
+    graph = tf.Graph()
+    with graph.as_default(), tf1.Session() as sess:
+        got, same, guess = sess.run([ops.ssim_distance(tf.constant(a), tf.constant(b)),
+                                     ops.ssim_distance(tf.constant(a), tf.constant(a)),
+                                     ops.ssim_distance(tf.constant(a), tf.constant(flat))])
+    pixels = 16 * 14 * 2
+    expected = pixels * (1 - numpy_ssim((a + 1) / 2, (b + 1) / 2))
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    np.testing.assert_allclose(same, 0, atol=1e-2)
+    assert np.all(guess > got)  # noise keeps the structure a flat guess loses
+
+
+def test_refinement_loss_adds_the_weighted_ssim_term(tiny_conf):
+    rng = np.random.default_rng(5)
+    batch = rng.uniform(-1, 1, (8, 16, 16, 1)).astype(np.float32)
+    values = {}
+    for weight in (0.0, 3.0):
+        model = runner.Runner(tiny_conf(refine_ssim_weight=weight))
+        model.sess.run(model.init_op)
+        values[weight] = model.sess.run({'loss': model.net.per_image['stage2_loss'],
+                                         'out': model.net.stage_outputs[1]},
+                                        {model.net.images: batch})
+        model.close()
+    out = values[0.0]['out']
+    np.testing.assert_array_equal(out, values[3.0]['out'])  # same seed, same net
+    l1 = np.abs(batch - out).sum((1, 2, 3))
+    ssim_term = 16 * 16 * (1 - numpy_ssim((batch + 1) / 2, (out + 1) / 2))
+    np.testing.assert_allclose(values[0.0]['loss'], l1, rtol=1e-5)
+    np.testing.assert_allclose(values[3.0]['loss'], l1 + 3.0 * ssim_term, rtol=1e-4)
+
+
 # ---------------------------------------------------------------- exact resume
 
 def test_resume_is_exact_with_every_lever(tiny_conf, tmp_path):
-    """Cosine schedule, KL warm-up, averaged weights, a trained σ and the gradient loss:
+    """Cosine schedule, KL warm-up, averaged weights, a trained σ, the gradient and SSIM losses:
     ten steps, stop, ten more equal twenty straight (losses and every variable, the
     averages and σ included), and the mixture fitted at the end is the same."""
     levers = dict(lr_schedule='cosine', kl_warmup_steps=15, ema_decay=0.9, learn_sigma=True,
-                  refine_gradient_weight=0.5, sample_prior='gmm', prior_components=2)
+                  refine_gradient_weight=0.5, refine_ssim_weight=0.5, sample_prior='gmm',
+                  prior_components=2)
 
     def conf(name, max_step):
         # the schedule's length is the run's max_step: the split run states the final one

@@ -45,6 +45,7 @@ class ModelConfig:
     learn_sigma: bool = _field(variables=True)  # sigma a trained variable (starts at sigma)
     ema_decay: float = _field(variables=True)  # > 0: inference uses averaged weights
     refine_gradient_weight: float = _field()  # image-gradient L1 added to refinement losses
+    refine_ssim_weight: float = _field()  # D·(1 − SSIM) added to refinement losses
 
     def __post_init__(self):
         weights = self.refine_weights
@@ -87,9 +88,11 @@ class ModelConfig:
         if not 0 <= self.ema_decay < 1:
             raise UserError(f'--ema_decay={self.ema_decay} must be in [0, 1): 0 = no '
                             f'averaged weights, 0.999 = an average over about 1000 steps')
-        if not (math.isfinite(self.refine_gradient_weight) and self.refine_gradient_weight >= 0):
-            raise UserError(f'--refine_gradient_weight={self.refine_gradient_weight} must be 0 '
-                            f'(plain --refine_loss) or positive')
+        for name in ('refine_gradient_weight', 'refine_ssim_weight'):
+            weight = getattr(self, name)
+            if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+                raise UserError(f'--{name}={weight} must be 0 (plain --refine_loss) or '
+                                f'positive')
         if not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma)
                 and self.sigma > 0):
             raise UserError(f'--sigma={self.sigma} must be positive: the decoder\'s standard '
@@ -136,7 +139,7 @@ class ModelConfig:
 
 # Model fields added after runs were saved without them: the value those runs had.
 LEGACY_DEFAULTS = {'learn_sigma': False, 'ema_decay': 0.0, 'refine_gradient_weight': 0.0,
-                   'refine_channel_num': 0}
+                   'refine_ssim_weight': 0.0, 'refine_channel_num': 0}
 
 
 def saved_value(saved, name):
