@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The best recipe's ablation on the bundled MNIST: configs/mnist_best.flags trained at one
-# common, shorter budget with each lever removed (or, for stage 2's gradient L1, which
-# the recipe leaves out, added; and a 16-d latent instead of 32) in turn, then every run
+# common, shorter budget with each lever removed (or, for stage 2's gradient L1 and SSIM,
+# which the recipe leaves out, added; and a 16-d latent instead of 32) in turn, then every run
 # evaluated alike and the table written to OUT/best_recipe_ablation.md.
 #
 #   bash experiments/ablation.sh                     # 2,000 steps, 5,000 samples each
@@ -26,6 +26,7 @@ declare -A REMOVED=(  # run name => the flag that takes its lever out of (or int
   [no_cosine]='--lr_schedule=constant'
   [no_learned_sigma]='--nolearn_sigma'
   [gradient_loss]='--refine_gradient_weight=0.5'
+  [ssim_loss]='--refine_ssim_weight=1'
   [latent16]='--latent_len=16'
 )
 
@@ -41,7 +42,7 @@ evaluate() {  # run name, evaluation variant (runner.evaluation_variant), its fl
     --noeval_fid_reconstructions "$@"
 }
 
-for name in recipe latent16 no_cosine no_learned_sigma no_capacity gradient_loss; do
+for name in recipe latent16 no_cosine no_learned_sigma no_capacity gradient_loss ssim_loss; do
   common=(--flagfile=configs/mnist_best.flags ${REMOVED[$name]} --modeldir="$ROOT/$name/model"
           --logdir="$ROOT/$name/log" --sampledir="$ROOT/$name/samples")
   echo "== $name: training $STEPS steps ${REMOVED[$name]}"

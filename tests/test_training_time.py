@@ -108,4 +108,5 @@ def test_the_ablation_table_has_a_row_per_lever_and_says_which_were_not_run(tmp_
     assert rows['mixture prior (N(0, I) samples)'] == ['2000', '10.0 min', '20.25']
     assert rows['capacity (16 channels first)'][0] == 'not run'
     assert rows['the 32-d latent (16-d)'][0] == 'not run'
-    assert len(rows) == 1 + 9  # the header and one row per lever
+    assert rows["stage 2's SSIM (added, weight 1)"][0] == 'not run'
+    assert len(rows) == 1 + 10  # the header and one row per lever
