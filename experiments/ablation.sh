@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The best recipe's ablation on the bundled MNIST: configs/mnist_best.flags trained at one
 # common, shorter budget with each lever removed (or, for stage 2's gradient L1 and SSIM,
-# which the recipe leaves out, added; and a 16-d latent instead of 32) in turn, then every run
-# evaluated alike and the table written to OUT/best_recipe_ablation.md.
+# which the recipe leaves out, added; and a 16-d latent instead of 32) in turn, then
+# every run evaluated alike and the table written to OUT/best_recipe_ablation.md.
 #
 #   bash experiments/ablation.sh                     # 2,000 steps, 5,000 samples each
 #   STEPS=20000 SAMPLES=10000 bash experiments/ablation.sh   # the recipe's own budget
