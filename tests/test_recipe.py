@@ -360,17 +360,21 @@ def test_gradient_l1_matches_numpy():
     np.testing.assert_allclose(offset, 0, atol=1e-5)  # blind to a uniform offset
 
 
+def stage2_loss_and_output(conf, batch):
+    """{'loss': stage 2's per-image loss, 'out': its image} of a freshly initialised model."""
+    model = runner.Runner(conf)
+    model.sess.run(model.init_op)
+    values = model.sess.run({'loss': model.net.per_image['stage2_loss'],
+                             'out': model.net.stage_outputs[1]}, {model.net.images: batch})
+    model.close()
+    return values
+
+
 def test_refinement_loss_adds_the_weighted_gradient_term(tiny_conf):
     rng = np.random.default_rng(3)
     batch = rng.uniform(-1, 1, (8, 16, 16, 1)).astype(np.float32)
-    losses = {}
-    for weight in (0.0, 2.0):
-        model = runner.Runner(tiny_conf(refine_gradient_weight=weight))
-        model.sess.run(model.init_op)
-        values = model.sess.run({'loss': model.net.per_image['stage2_loss'],
-                                 'out': model.net.stage_outputs[1]}, {model.net.images: batch})
-        losses[weight] = values
-        model.close()
+    losses = {weight: stage2_loss_and_output(tiny_conf(refine_gradient_weight=weight), batch)
+              for weight in (0.0, 2.0)}
     np.testing.assert_array_equal(losses[0.0]['out'], losses[2.0]['out'])  # same seed
     out = losses[0.0]['out']
     l1 = np.abs(batch - out).sum((1, 2, 3))
@@ -419,14 +423,8 @@ def test_ssim_distance_matches_numpy():
 def test_refinement_loss_adds_the_weighted_ssim_term(tiny_conf):
     rng = np.random.default_rng(5)
     batch = rng.uniform(-1, 1, (8, 16, 16, 1)).astype(np.float32)
-    values = {}
-    for weight in (0.0, 3.0):
-        model = runner.Runner(tiny_conf(refine_ssim_weight=weight))
-        model.sess.run(model.init_op)
-        values[weight] = model.sess.run({'loss': model.net.per_image['stage2_loss'],
-                                         'out': model.net.stage_outputs[1]},
-                                        {model.net.images: batch})
-        model.close()
+    values = {weight: stage2_loss_and_output(tiny_conf(refine_ssim_weight=weight), batch)
+              for weight in (0.0, 3.0)}
     out = values[0.0]['out']
     np.testing.assert_array_equal(out, values[3.0]['out'])  # same seed, same net
     l1 = np.abs(batch - out).sum((1, 2, 3))
